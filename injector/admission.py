@@ -1,0 +1,282 @@
+"""AdmissionReview -> decision -> response (pure).
+
+`decide` is the one decision function: the webhook and the manual `inject` command
+both call it, so they always agree.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from injector import annotations as ann
+from injector.patch import Operation, PatchConflict, build_patch
+from injector.template import RenderContext, Template
+
+API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+DEFAULT_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public"})
+
+Decision = Literal["injected", "skipped", "denied"]
+Reason = Literal[
+    "requested",
+    "not-requested",
+    "already-injected",
+    "host-network",
+    "excluded-namespace",
+    "not-a-pod-create",
+    "unknown-discovery-type",
+    "invalid-service-ports",
+    "no-template",
+    "render-error",
+    "internal-error",
+]
+REASONS: dict[Reason, Decision] = {
+    "requested": "injected",
+    "not-requested": "skipped",
+    "already-injected": "skipped",
+    "host-network": "skipped",
+    "excluded-namespace": "skipped",
+    "not-a-pod-create": "skipped",
+    "unknown-discovery-type": "denied",
+    "invalid-service-ports": "denied",
+    "no-template": "denied",
+    "render-error": "denied",
+    "internal-error": "denied",
+}
+
+_HASH_SUFFIX = re.compile(r"-[a-z0-9]{5,10}$")
+
+
+class BadReview(ValueError):
+    """The body is not an AdmissionReview we can answer (HTTP 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    api_version: str
+    uid: str
+    request: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decision: Decision
+    reason: Reason
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    patch: tuple[Operation, ...] = ()
+    discovery_type: str = ""
+    service_ports: str = ""
+    revision: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PodFacts:
+    """What the log line says about the pod: never the spec or env values."""
+
+    namespace: str
+    name: str
+    owner: str
+
+
+def parse_review(body: object) -> Review:
+    if not isinstance(body, dict):
+        raise BadReview("the body must be a JSON object (an AdmissionReview)")
+    if body.get("kind") != "AdmissionReview":
+        raise BadReview(f"kind must be AdmissionReview, got {body.get('kind')!r}")
+    api_version = body.get("apiVersion")
+    if api_version not in API_VERSIONS:
+        raise BadReview(f"apiVersion must be one of {', '.join(API_VERSIONS)}, got {api_version!r}")
+    request = body.get("request")
+    if not isinstance(request, dict):
+        raise BadReview("the AdmissionReview has no request")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadReview("request.uid is missing")
+    return Review(api_version=api_version, uid=uid, request=request)
+
+
+def _skip(reason: Reason, message: str, warnings: list[str] | None = None) -> Outcome:
+    return Outcome(
+        decision="skipped", reason=reason, message=message, warnings=tuple(warnings or ())
+    )
+
+
+def _deny(reason: Reason, message: str, warnings: list[str] | None = None) -> Outcome:
+    return Outcome(
+        decision="denied", reason=reason, message=message, warnings=tuple(warnings or ())
+    )
+
+
+def decide(
+    request: Mapping[str, Any],
+    template: Template | None,
+    *,
+    excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
+) -> Outcome:
+    kind = (request.get("kind") or {}).get("kind")
+    pod = request.get("object")
+    if (
+        kind != "Pod"
+        or request.get("operation") != "CREATE"
+        or request.get("subResource")
+        or not isinstance(pod, dict)
+    ):
+        return _skip("not-a-pod-create", "only pod CREATE requests are mutated")
+    metadata: Mapping[str, Any] = pod.get("metadata") or {}
+    spec: Mapping[str, Any] = pod.get("spec") or {}
+    namespace = request.get("namespace") or metadata.get("namespace") or ""
+    if namespace in excluded_namespaces:
+        return _skip("excluded-namespace", f"namespace {namespace!r} is never injected")
+
+    annotations = {str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()}
+    choice = ann.parse_inject(annotations)
+    warnings = [choice.warning] if choice.warning else []
+    if not choice.requested:
+        return _skip("not-requested", f"{ann.INJECT} is not yes", warnings)
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    names = {c.get("name") for c in containers if isinstance(c, dict)}
+    if annotations.get(ann.STATUS) == ann.STATUS_INJECTED:
+        return _skip("already-injected", f"{ann.STATUS} is {ann.STATUS_INJECTED}")
+    if template is not None and names & template.sidecar_names:
+        found = ", ".join(sorted(str(n) for n in names & template.sidecar_names))
+        return _skip("already-injected", f"the pod already has sidecar container {found}")
+    if spec.get("hostNetwork"):
+        return _skip("host-network", "pods with hostNetwork: true are not injected")
+    if template is None:
+        return _deny(
+            "no-template",
+            "mesher-injector has no sidecar template loaded yet, so the pod cannot be "
+            "injected; retry shortly or check the injector's /template",
+        )
+
+    discovery = annotations.get(ann.DISCOVERY_TYPE, "").strip() or template.default_discovery or ""
+    if discovery and discovery not in template.discovery_types:
+        allowed = ", ".join(template.discovery_types) or "none: this template declares no types"
+        return _deny(
+            "unknown-discovery-type",
+            f"{ann.DISCOVERY_TYPE}={ann.quote(discovery)} is not a known discovery type "
+            f"(allowed: {allowed})",
+            warnings,
+        )
+    try:
+        ports = ann.parse_service_ports(annotations)
+    except ann.InvalidServicePorts as exc:
+        return _deny("invalid-service-ports", str(exc), warnings)
+    warnings += ports.warnings
+    declared = {
+        p.get("containerPort")
+        for c in spec.get("containers") or []
+        for p in (c.get("ports") or [])
+        if isinstance(p, dict)
+    }
+    for port in ports.ports:
+        if port.port not in declared:
+            warnings.append(
+                f"{ann.SERVICE_PORTS}: port {port.port} is not declared by any container of the pod"
+            )
+
+    ctx = RenderContext(
+        pod_name=str(metadata.get("name") or ""),
+        pod_namespace=str(namespace),
+        service_name=service_name(metadata),
+        service_version=service_version(metadata),
+        service_ports=str(ports),
+        discovery_type=discovery,
+    )
+    try:
+        sidecar = template.render(ctx)
+        patch = build_patch(
+            pod=pod,
+            sidecar=sidecar,
+            annotations={
+                ann.STATUS: ann.STATUS_INJECTED,
+                ann.TEMPLATE_REVISION: template.revision,
+            },
+        )
+    except PatchConflict as exc:
+        return _deny("render-error", f"cannot inject the mesher sidecar: {exc}", warnings)
+    return Outcome(
+        decision="injected",
+        reason="requested",
+        message=f"mesher sidecar injected (discovery {discovery or 'none'})",
+        warnings=tuple(warnings),
+        patch=tuple(patch),
+        discovery_type=discovery,
+        service_ports=str(ports),
+        revision=template.revision,
+    )
+
+
+def service_name(metadata: Mapping[str, Any]) -> str:
+    """Label `app`, then `app.kubernetes.io/name`, then the owning workload's name, then the
+    pod name, then the generateName stem."""
+    labels: Mapping[str, Any] = metadata.get("labels") or {}
+    for key in ("app", "app.kubernetes.io/name"):
+        if labels.get(key):
+            return str(labels[key])
+    owner = owner_name(metadata)
+    if owner:
+        return owner
+    if metadata.get("name"):
+        return str(metadata["name"])
+    return str(metadata.get("generateName") or "").rstrip("-")
+
+
+def service_version(metadata: Mapping[str, Any]) -> str:
+    labels: Mapping[str, Any] = metadata.get("labels") or {}
+    for key in ("version", "app.kubernetes.io/version"):
+        if labels.get(key):
+            return str(labels[key])
+    return ""
+
+
+def owner_name(metadata: Mapping[str, Any]) -> str:
+    """The owning workload's name: a ReplicaSet's less its pod-template-hash suffix."""
+    for owner in metadata.get("ownerReferences") or []:
+        if not isinstance(owner, dict) or not owner.get("controller", True):
+            continue
+        name = str(owner.get("name") or "")
+        if owner.get("kind") == "ReplicaSet":
+            template_hash = (metadata.get("labels") or {}).get("pod-template-hash")
+            if template_hash and name.endswith(f"-{template_hash}"):
+                return name[: -len(template_hash) - 1]
+            return _HASH_SUFFIX.sub("", name)
+        return name
+    return ""
+
+
+def pod_facts(request: Mapping[str, Any]) -> PodFacts:
+    pod = request.get("object")
+    metadata: Mapping[str, Any] = (pod.get("metadata") or {}) if isinstance(pod, dict) else {}
+    owners = metadata.get("ownerReferences") or []
+    owner = ""
+    if owners and isinstance(owners[0], dict):
+        owner = f"{owners[0].get('kind', '')}/{owners[0].get('name', '')}"
+    return PodFacts(
+        namespace=str(request.get("namespace") or metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or metadata.get("generateName") or request.get("name") or ""),
+        owner=owner,
+    )
+
+
+def build_response(review: Review, outcome: Outcome) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": review.uid, "allowed": outcome.decision != "denied"}
+    if outcome.patch:
+        patch = json.dumps(list(outcome.patch), separators=(",", ":")).encode()
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(patch).decode()
+    if outcome.warnings:
+        response["warnings"] = list(outcome.warnings)
+    if outcome.decision == "denied":
+        response["status"] = {
+            "status": "Failure",
+            "code": 400,
+            "reason": "BadRequest",
+            "message": outcome.message,
+        }
+    return {"apiVersion": review.api_version, "kind": "AdmissionReview", "response": response}

@@ -1,0 +1,125 @@
+"""Pod annotations -> a typed injection request (pure)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PREFIX = "sidecar.mesher.io/"
+INJECT = PREFIX + "inject"
+DISCOVERY_TYPE = PREFIX + "discoveryType"
+SERVICE_PORTS = PREFIX + "servicePorts"
+STATUS = PREFIX + "status"
+TEMPLATE_REVISION = PREFIX + "template-revision"
+
+STATUS_INJECTED = "injected"
+
+_YES = frozenset({"yes", "y"})
+_NO = frozenset({"no", "n"})
+PROTOCOLS = ("rest", "grpc")
+_PROTOCOL_ALIASES = {"grps": "grpc"}
+
+
+@dataclass(frozen=True, slots=True)
+class InjectChoice:
+    requested: bool
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    protocol: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.protocol}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePorts:
+    ports: tuple[ServicePort, ...]
+    warnings: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return ",".join(str(p) for p in self.ports)
+
+
+class InvalidServicePorts(ValueError):
+    """The servicePorts annotation is malformed; the message names each bad item."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(
+            f"invalid {SERVICE_PORTS} annotation: {'; '.join(problems)} "
+            f"(expected proto:port[,proto:port...], proto one of {', '.join(PROTOCOLS)}, "
+            "port 1-65535)"
+        )
+
+
+def quote(value: str, limit: int = 60) -> str:
+    """A value safe to put in a message: JSON-quoted (no raw newlines) and bounded."""
+    shown = value if len(value) <= limit else value[:limit] + "..."
+    return json.dumps(shown)
+
+
+def parse_inject(annotations: Mapping[str, str]) -> InjectChoice:
+    raw = annotations.get(INJECT)
+    if raw is None:
+        return InjectChoice(requested=False)
+    value = str(raw).strip().lower()
+    if value in _YES:
+        return InjectChoice(requested=True)
+    if value in _NO:
+        return InjectChoice(requested=False)
+    return InjectChoice(
+        requested=False,
+        warning=(
+            f"{INJECT}={quote(str(raw))} is not a recognised value, so the mesher sidecar "
+            'was not injected; use "yes" or "y" to inject ("no" or "n" to opt out)'
+        ),
+    )
+
+
+def parse_service_ports(annotations: Mapping[str, str]) -> ServicePorts:
+    """Parse `proto:port[,proto:port...]`; raise InvalidServicePorts naming every bad item."""
+    raw = annotations.get(SERVICE_PORTS)
+    if raw is None or not str(raw).strip():
+        return ServicePorts(ports=())
+    problems: list[str] = []
+    warnings: list[str] = []
+    ports: list[ServicePort] = []
+    seen: set[int] = set()
+    for item in str(raw).split(","):
+        text = item.strip()
+        proto, sep, port_text = text.partition(":")
+        proto = proto.strip().lower()
+        port_text = port_text.strip()
+        if not sep:
+            problems.append(f"{quote(text)} is not proto:port")
+            continue
+        if proto in _PROTOCOL_ALIASES:
+            fixed = _PROTOCOL_ALIASES[proto]
+            warnings.append(
+                f"{SERVICE_PORTS}: protocol {quote(proto)} read as {quote(fixed)}; "
+                f"please write {fixed}:{port_text}"
+            )
+            proto = fixed
+        if proto not in PROTOCOLS:
+            problems.append(f"{quote(text)} has unknown protocol {quote(proto)}")
+            continue
+        if not (port_text.isascii() and port_text.isdigit()):
+            problems.append(f"{quote(text)} has a port that is not a number")
+            continue
+        port = int(port_text)
+        if not 1 <= port <= 65535:
+            problems.append(f"{quote(text)} has port {port} outside 1-65535")
+            continue
+        if port in seen:
+            problems.append(f"{quote(text)} repeats port {port}")
+            continue
+        seen.add(port)
+        ports.append(ServicePort(protocol=proto, port=port))
+    if problems:
+        raise InvalidServicePorts(problems)
+    return ServicePorts(ports=tuple(ports), warnings=tuple(warnings))

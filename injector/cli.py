@@ -1,0 +1,196 @@
+"""`mesher-injector`: serve, inject, check-template.
+
+Bad input gets a one-line error on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from injector import __version__, logs
+from injector.manual import ManualInjectionError, inject_documents
+from injector.settings import DEFAULT_TEMPLATE_FILE, Settings, env_name
+from injector.template import Template, TemplateError, load_template, sample_context
+
+EXIT_USAGE = 2
+EXIT_INVALID = 1
+
+
+class CliError(Exception):
+    """A clear message for the user; exits non-zero."""
+
+
+def _env_default(flag: str, default: Any) -> Any:
+    return os.environ.get(env_name(flag), default)
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the admission webhook")
+    d = Settings()
+
+    def opt(flag: str, **kwargs: Any) -> None:
+        kwargs["default"] = _env_default(flag, kwargs.get("default"))
+        kwargs["help"] = f"{kwargs.get('help', '')} (env {env_name(flag)})".strip()
+        p.add_argument(flag, **kwargs)
+
+    opt("--host", default=d.host, help="address to listen on")
+    opt("--port", type=int, default=d.port, help="TLS port for POST /mutate")
+    opt("--admin-port", type=int, default=d.admin_port, help="plain HTTP port for /metrics etc.")
+    opt("--tls-cert", type=Path, help="serving certificate (PEM)")
+    opt("--tls-key", type=Path, help="serving key (PEM)")
+    p.add_argument(
+        "--self-signed",
+        action="store_true",
+        default=_env_default("--self-signed", "") not in ("", "0", "false", "no"),
+        help=f"generate a CA and a serving cert for local use (env {env_name('--self-signed')})",
+    )
+    opt(
+        "--self-signed-dir",
+        type=Path,
+        help="where --self-signed writes ca.crt (default: a temp dir)",
+    )
+    opt("--template-source", choices=["file"], default=d.template_source)
+    opt("--template-file", type=Path, default=d.template_file, help="template YAML for source file")
+    opt("--log-format", choices=["json", "console"], default=d.log_format)
+    opt("--log-level", choices=["debug", "info", "warning", "error"], default=d.log_level)
+    opt(
+        "--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body accepted"
+    )
+    opt(
+        "--shutdown-timeout",
+        type=float,
+        default=d.shutdown_timeout,
+        help="seconds to finish in-flight requests",
+    )
+    opt(
+        "--drain-seconds",
+        type=float,
+        default=d.drain_seconds,
+        help="seconds not-ready before closing on SIGTERM",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mesher-injector",
+        description="Inject the ServiceComb mesher sidecar into Kubernetes pods.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    inject = sub.add_parser("inject", help="inject the sidecar into manifests (manual injection)")
+    inject.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
+    inject.add_argument("--template-file", type=Path, default=DEFAULT_TEMPLATE_FILE)
+    inject.add_argument("-o", "--output", help="write here instead of stdout")
+    check = sub.add_parser("check-template", help="validate a template and show what it renders")
+    check.add_argument("file", type=Path)
+    return parser
+
+
+def _read_template(path: Path) -> Template:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read template {path}: {exc}") from exc
+    try:
+        return load_template(text)
+    except TemplateError as exc:
+        raise CliError(f"{path}: {exc}") from exc
+
+
+def run_inject(args: argparse.Namespace) -> int:
+    template = _read_template(args.template_file)
+    try:
+        text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {args.filename}: {exc}") from exc
+    try:
+        output, reports = inject_documents(text, template)
+    except ManualInjectionError as exc:
+        raise CliError(str(exc)) from exc
+    for report in reports:
+        o = report.outcome
+        print(f"{report.where}: {o.decision} ({o.reason})", file=sys.stderr)
+        for warning in o.warnings:
+            print(f"  warning: {warning}", file=sys.stderr)
+    if args.output:
+        Path(args.output).write_text(output)
+    else:
+        sys.stdout.write(output)
+    return 0
+
+
+def run_check_template(args: argparse.Namespace) -> int:
+    template = _read_template(args.file)
+    print(f"# template {args.file}: valid")
+    print(f"# revision {template.revision}, version {template.version or '(none)'}")
+    print(
+        f"# discovery types: {', '.join(template.discovery_types) or '(none)'}; "
+        f"default {template.default_discovery or '(none)'}"
+    )
+    for discovery_type in template.discovery_types or ("",):
+        sidecar = template.render(sample_context(discovery_type))
+        rendered = {
+            "discoveryType": discovery_type or None,
+            "containers": sidecar.containers,
+            "initContainers": sidecar.init_containers,
+            "volumes": sidecar.volumes,
+            "imagePullSecrets": sidecar.image_pull_secrets,
+            "appEnv": sidecar.app_env,
+        }
+        print("---")
+        print(yaml.safe_dump(rendered, sort_keys=False), end="")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from injector.server import serve  # aiohttp only when serving
+
+    settings = Settings(
+        host=args.host,
+        port=int(args.port),
+        admin_port=int(args.admin_port),
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        self_signed=bool(args.self_signed),
+        self_signed_dir=Path(args.self_signed_dir) if args.self_signed_dir else None,
+        template_source=args.template_source,
+        template_file=Path(args.template_file),
+        log_format=args.log_format,
+        log_level=args.log_level,
+        max_body_bytes=int(args.max_body_bytes),
+        shutdown_timeout=float(args.shutdown_timeout),
+        drain_seconds=float(args.drain_seconds),
+    )
+    if not settings.self_signed and not (settings.tls_cert and settings.tls_key):
+        raise CliError("serve needs --tls-cert and --tls-key, or --self-signed for local use")
+    logs.configure(log_format=settings.log_format, level=settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        raise CliError(f"cannot serve: {exc}") from exc
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"serve": run_serve, "inject": run_inject, "check-template": run_check_template}
+    try:
+        return handlers[args.command](args)
+    except CliError as exc:
+        print(f"mesher-injector {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `... | head` closed the pipe: not an error of ours
+        sys.stderr.close()
+        return 0

@@ -1,0 +1,310 @@
+"""The aiohttp shell: POST /mutate on the TLS port; /metrics, /healthz, /readyz and
+/template on the plain admin port. No decision logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import signal
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from injector import logs
+from injector.admission import (
+    BadReview,
+    Outcome,
+    build_response,
+    decide,
+    parse_review,
+    pod_facts,
+)
+from injector.metrics import Metrics
+from injector.settings import Settings, own_namespace
+from injector.sources.file import FileSource, watch_file
+from injector.store import Reload, TemplateStore
+from injector.tls import ReloadingTls, cert_not_after, write_self_signed
+
+
+class Injector:
+    """The state both apps share: the template store, metrics, readiness."""
+
+    __slots__ = ("excluded", "log", "metrics", "shutting_down", "store")
+
+    def __init__(
+        self, *, excluded_namespaces: frozenset[str], metrics: Metrics | None = None
+    ) -> None:
+        self.store = TemplateStore()
+        self.metrics = metrics or Metrics()
+        self.log = logs.get_logger("mesher_injector")
+        self.excluded = excluded_namespaces
+        self.shutting_down = False
+
+    @property
+    def ready(self) -> bool:
+        return self.store.template is not None and not self.shutting_down
+
+    def report_reload(self, reload: Reload) -> None:
+        self.metrics.observe_reload(reload, self.store.active)
+        fields = {
+            "result": reload.result,
+            "source": reload.source,
+            "revision": reload.revision,
+            "version": reload.version,
+            "previous_revision": reload.previous_revision,
+        }
+        if reload.result in ("rejected", "deleted"):
+            self.log.warning("template_reload", error=reload.error, **fields)
+        elif reload.result == "applied":
+            self.log.info("template_reload", **fields)
+        else:
+            self.log.debug("template_reload", **fields)
+
+
+INJECTOR = web.AppKey("injector", Injector)
+
+
+def _bad_request(injector: Injector, reason: str, message: str) -> web.Response:
+    injector.metrics.bad_requests.labels(reason=reason).inc()
+    injector.log.warning("bad_request", reason=reason, error=message)
+    return web.json_response({"error": message}, status=400)
+
+
+async def mutate(request: web.Request) -> web.StreamResponse:
+    injector = request.app[INJECTOR]
+    started = time.perf_counter()
+    if request.content_type != "application/json":
+        return _bad_request(
+            injector,
+            "content-type",
+            f"Content-Type must be application/json, got {request.content_type!r}",
+        )
+    try:
+        body = json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        injector.metrics.bad_requests.labels(reason="too-large").inc()
+        raise
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _bad_request(injector, "malformed-json", f"the body is not valid JSON: {exc}")
+    try:
+        review = parse_review(body)
+    except BadReview as exc:
+        return _bad_request(injector, "not-an-admission-review", str(exc))
+
+    try:
+        outcome = decide(
+            review.request, injector.store.template, excluded_namespaces=injector.excluded
+        )
+    except Exception:  # a bug must deny, not admit a pod half-injected or crash
+        injector.log.exception("decision_failed", uid=review.uid)
+        outcome = Outcome(
+            decision="denied",
+            reason="internal-error",
+            message="mesher-injector failed to decide; see its logs",
+        )
+    answer = build_response(review, outcome)
+    elapsed = time.perf_counter() - started
+    injector.metrics.observe_decision(outcome, elapsed)
+    facts = pod_facts(review.request)
+    injector.log.info(
+        "admission",
+        uid=review.uid,
+        namespace=facts.namespace,
+        pod=facts.name,
+        owner=facts.owner,
+        decision=outcome.decision,
+        reason=outcome.reason,
+        discovery_type=outcome.discovery_type,
+        ports=outcome.service_ports,
+        template_revision=outcome.revision,
+        dry_run=bool(review.request.get("dryRun")),
+        warnings=len(outcome.warnings),
+        duration_ms=round(elapsed * 1000, 3),
+        **({"message": outcome.message} if outcome.decision == "denied" else {}),
+    )
+    return web.json_response(answer)
+
+
+async def healthz(_request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    injector = request.app[INJECTOR]
+    if injector.ready:
+        return web.json_response({"status": "ready"})
+    why = "shutting down" if injector.shutting_down else "no template loaded"
+    return web.json_response({"status": "not ready", "reason": why}, status=503)
+
+
+async def metrics_handler(request: web.Request) -> web.StreamResponse:
+    injector = request.app[INJECTOR]
+    return web.Response(
+        body=generate_latest(injector.metrics.registry),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat()
+
+
+def template_status(injector: Injector) -> dict[str, Any]:
+    active = injector.store.active
+    error = injector.store.last_error
+    return {
+        "ready": injector.ready,
+        "revision": active.template.revision if active else None,
+        "version": active.template.version if active else None,
+        "source": active.source if active else None,
+        "loaded_at": _iso(active.loaded_at) if active else None,
+        "discovery_types": list(active.template.discovery_types) if active else [],
+        "default_discovery_type": active.template.default_discovery if active else None,
+        "last_error": (
+            {"source": error.source, "error": error.error, "at": _iso(error.at)} if error else None
+        ),
+    }
+
+
+async def template_handler(request: web.Request) -> web.StreamResponse:
+    return web.json_response(template_status(request.app[INJECTOR]))
+
+
+def webhook_app(injector: Injector, *, max_body_bytes: int) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes)
+    app[INJECTOR] = injector
+    app.router.add_post("/mutate", mutate)
+    return app
+
+
+def admin_app(injector: Injector) -> web.Application:
+    app = web.Application()
+    app[INJECTOR] = injector
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/template", template_handler)
+    return app
+
+
+async def _every(interval: float, step: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        step()
+
+
+class Server:
+    """Both listeners and the background watchers; `start` then `stop`."""
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        excluded = settings.excluded_namespaces
+        namespace = own_namespace()
+        if namespace:
+            excluded = excluded | {namespace}
+        self.injector = Injector(excluded_namespaces=excluded, metrics=metrics)
+        self.tls: ReloadingTls | None = None
+        self.ca_file: Path | None = None
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+        self.admin_port = 0
+
+    def _tls_files(self) -> tuple[Path, Path]:
+        s = self.settings
+        if s.self_signed:
+            directory = s.self_signed_dir or Path(tempfile.mkdtemp(prefix="mesher-injector-"))
+            ca, cert, key = write_self_signed(
+                directory, dns_names=["localhost"], ip_addresses=["127.0.0.1", "::1"]
+            )
+            self.ca_file = ca
+            self.injector.log.info("self_signed_certificate", ca_file=str(ca), cert_file=str(cert))
+            return cert, key
+        if s.tls_cert is None or s.tls_key is None:
+            raise ValueError("TLS needs --tls-cert and --tls-key, or --self-signed")
+        return s.tls_cert, s.tls_key
+
+    def _check_tls(self) -> None:
+        assert self.tls is not None
+        result = self.tls.check()
+        if result.changed:
+            self.injector.metrics.tls_reloads.labels(result="applied").inc()
+            self.injector.metrics.tls_cert_expiry.set(result.not_after)
+            self.injector.log.info("tls_reload", result="applied", not_after=_iso(result.not_after))
+        elif result.error:
+            self.injector.metrics.tls_reloads.labels(result="rejected").inc()
+            self.injector.log.warning("tls_reload", result="rejected", error=result.error)
+
+    def _template_watcher(self) -> Awaitable[None]:
+        s = self.settings
+        if s.template_source == "file":
+            source = FileSource(s.template_file)
+            reload = source.poll(self.injector.store)
+            if reload is not None:
+                self.injector.report_reload(reload)
+            return watch_file(
+                source, self.injector.store, self.injector.report_reload, interval=s.reload_interval
+            )
+        raise ValueError(f"unknown template source {s.template_source!r}")
+
+    async def start(self) -> None:
+        s = self.settings
+        cert, key = self._tls_files()
+        self.tls = ReloadingTls(cert, key)
+        self.injector.metrics.tls_cert_expiry.set(cert_not_after(cert))
+        self._tasks.append(asyncio.create_task(self._template_watcher()))  # type: ignore[arg-type]
+        self._tasks.append(asyncio.create_task(_every(s.reload_interval, self._check_tls)))
+
+        admin = web.AppRunner(admin_app(self.injector), access_log=None)
+        hook = web.AppRunner(
+            webhook_app(self.injector, max_body_bytes=s.max_body_bytes),
+            access_log=None,
+            shutdown_timeout=s.shutdown_timeout,
+        )
+        for runner in (admin, hook):
+            await runner.setup()
+            self._runners.append(runner)
+        await web.TCPSite(admin, s.host, s.admin_port).start()
+        await web.TCPSite(hook, s.host, s.port, ssl_context=self.tls.listening).start()
+        self.admin_port = admin.addresses[0][1]
+        self.port = hook.addresses[0][1]
+        self.injector.log.info(
+            "serving",
+            port=self.port,
+            admin_port=self.admin_port,
+            template_source=s.template_source,
+            ready=self.injector.ready,
+        )
+
+    async def stop(self) -> None:
+        """Not ready first, then drain, then finish in-flight requests and close."""
+        self.injector.shutting_down = True
+        if self.settings.drain_seconds:
+            await asyncio.sleep(self.settings.drain_seconds)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self.injector.log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    server = Server(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.injector.log.info("shutting_down", drain_seconds=settings.drain_seconds)
+    await server.stop()

@@ -1,0 +1,50 @@
+"""Settings for `serve`: command-line flags, each also settable as MESHER_INJECTOR_<FLAG>."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from injector.admission import DEFAULT_EXCLUDED_NAMESPACES
+
+ENV_PREFIX = "MESHER_INJECTOR_"
+DEFAULT_TEMPLATE_FILE = Path("config/template.yaml")
+DEFAULT_CONFIGMAP_NAME = "mesher-sidecar-template"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def env_name(flag: str) -> str:
+    """`--admin-port` -> `MESHER_INJECTOR_ADMIN_PORT`."""
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def own_namespace() -> str:
+    """The injector's namespace: POD_NAMESPACE, else the service-account file, else ''."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8443
+    admin_port: int = 8080
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    self_signed: bool = False
+    self_signed_dir: Path | None = None
+    template_source: str = "file"
+    template_file: Path = DEFAULT_TEMPLATE_FILE
+    configmap: str = ""
+    log_format: str = "json"
+    log_level: str = "info"
+    max_body_bytes: int = 8 * 1024 * 1024
+    shutdown_timeout: float = 20.0
+    drain_seconds: float = 0.0
+    reload_interval: float = 0.25
+    excluded_namespaces: frozenset[str] = field(default=DEFAULT_EXCLUDED_NAMESPACES)

@@ -1,0 +1,395 @@
+"""The sidecar template: parse, validate, revision, render (pure).
+
+A template is YAML parsed once. Variables are written ``{{ name }}`` inside string
+values and substituted after parsing, so a value can never change the structure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import yaml
+
+TOP_LEVEL_KEYS = frozenset(
+    {
+        "version",
+        "defaults",
+        "values",
+        "containers",
+        "initContainers",
+        "initContainersPosition",
+        "volumes",
+        "imagePullSecrets",
+        "appEnv",
+        "discovery",
+    }
+)
+FRAGMENT_KEYS = frozenset({"env", "volumes", "volumeMounts"})
+CONTEXT_VARIABLES = frozenset(
+    {
+        "pod.name",
+        "pod.namespace",
+        "service.name",
+        "service.version",
+        "service.ports",
+        "discovery.type",
+        "template.revision",
+    }
+)
+_VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class TemplateError(ValueError):
+    """The template is invalid; `problems` lists every reason found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("invalid template: " + "; ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class RenderContext:
+    pod_name: str
+    pod_namespace: str
+    service_name: str
+    service_version: str
+    service_ports: str
+    discovery_type: str
+
+
+SAMPLE_CONTEXT = RenderContext(
+    pod_name="sample-7d9f8b6c5-x2x4z",
+    pod_namespace="default",
+    service_name="sample",
+    service_version="1.0.0",
+    service_ports="rest:8080",
+    discovery_type="",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    """What one rendering of the template adds to a pod. Fresh objects on every render."""
+
+    containers: list[dict[str, Any]]
+    init_containers: list[dict[str, Any]]
+    init_containers_first: bool
+    volumes: list[dict[str, Any]]
+    image_pull_secrets: list[dict[str, Any]]
+    app_env: list[dict[str, Any]]
+
+
+# A compiled node renders itself from the variables of one request.
+Renderer = Callable[[Mapping[str, str]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A parsed, validated, immutable template. Swap references to it, never mutate it."""
+
+    version: str
+    revision: str
+    default_discovery: str | None
+    discovery_types: tuple[str, ...]
+    sidecar_names: frozenset[str]
+    values: Mapping[str, str]
+    _base: Renderer
+    _fragments: Mapping[str, Renderer]
+
+    def variables(self, ctx: RenderContext) -> dict[str, str]:
+        variables = dict(self.values)
+        variables.update(
+            {
+                "pod.name": ctx.pod_name,
+                "pod.namespace": ctx.pod_namespace,
+                "service.name": ctx.service_name,
+                "service.version": ctx.service_version,
+                "service.ports": ctx.service_ports,
+                "discovery.type": ctx.discovery_type,
+                "template.revision": self.revision,
+            }
+        )
+        return variables
+
+    def render(self, ctx: RenderContext) -> Sidecar:
+        """Render for one pod. `ctx.discovery_type` must be one of `discovery_types` (or
+        empty when the template declares none)."""
+        variables = self.variables(ctx)
+        base: dict[str, Any] = self._base(variables)
+        containers: list[dict[str, Any]] = base.get("containers", [])
+        volumes: list[dict[str, Any]] = base.get("volumes", [])
+        if ctx.discovery_type:
+            fragment: dict[str, Any] = self._fragments[ctx.discovery_type](variables)
+            for container in containers:
+                if fragment.get("env"):
+                    container["env"] = [*container.get("env", []), *fragment["env"]]
+                if fragment.get("volumeMounts"):
+                    container["volumeMounts"] = [
+                        *container.get("volumeMounts", []),
+                        *fragment["volumeMounts"],
+                    ]
+            volumes = [*volumes, *fragment.get("volumes", [])]
+        return Sidecar(
+            containers=containers,
+            init_containers=base.get("initContainers", []),
+            init_containers_first=base.get("initContainersPosition", "first") == "first",
+            volumes=volumes,
+            image_pull_secrets=base.get("imagePullSecrets", []),
+            app_env=base.get("appEnv", []),
+        )
+
+
+def revision_of(document: object) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def load_template(text: str) -> Template:
+    """Parse and validate; raise TemplateError with every problem found."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TemplateError([f"not valid YAML: {_one_line(str(exc))}"]) from exc
+    if not isinstance(document, dict):
+        raise TemplateError(["the template must be a YAML mapping"])
+    problems = _check_structure(document)
+    values = _flatten_values(document.get("values") or {}, problems)
+    known = CONTEXT_VARIABLES | values.keys()
+    for name in sorted(_variables_in(document)):
+        if name not in known:
+            problems.append(f"unknown variable {{{{ {name} }}}}")
+    if problems:
+        raise TemplateError(problems)
+
+    discovery: dict[str, Any] = document.get("discovery") or {}
+    base = {k: v for k, v in document.items() if k not in ("discovery", "values", "defaults")}
+    defaults = document.get("defaults") or {}
+    version = document.get("version")
+    template = Template(
+        version="" if version is None else str(version),
+        revision=revision_of(document),
+        default_discovery=defaults.get("discoveryType"),
+        discovery_types=tuple(discovery),
+        sidecar_names=frozenset(
+            c["name"] for c in [*document["containers"], *(document.get("initContainers") or [])]
+        ),
+        values=values,
+        _base=_compile(base),
+        _fragments={name: _compile(fragment or {}) for name, fragment in discovery.items()},
+    )
+    for discovery_type in template.discovery_types or ("",):
+        try:
+            template.render(sample_context(discovery_type))
+        except Exception as exc:  # a template that cannot render must never activate
+            raise TemplateError(
+                [f"rendering discovery type {discovery_type!r} failed: {exc}"]
+            ) from exc
+    return template
+
+
+def sample_context(discovery_type: str) -> RenderContext:
+    """The sample pod every discovery type is rendered against before activation."""
+    return replace(SAMPLE_CONTEXT, discovery_type=discovery_type)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- validation -----------------------------------------------------------------
+
+
+def _check_structure(doc: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for key in sorted(set(doc) - TOP_LEVEL_KEYS, key=str):
+        problems.append(
+            f"unknown top-level key {key!r} (allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})"
+        )
+    version = doc.get("version")
+    if version is not None and not isinstance(version, str | int | float):
+        problems.append("version must be a string")
+
+    names: list[str] = []
+    containers = doc.get("containers")
+    if not isinstance(containers, list) or not containers:
+        problems.append("containers must be a non-empty list")
+    else:
+        names += _check_containers("containers", containers, problems)
+    init_containers = doc.get("initContainers")
+    if init_containers is not None:
+        if isinstance(init_containers, list):
+            names += _check_containers("initContainers", init_containers, problems)
+        else:
+            problems.append("initContainers must be a list")
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"container name {name!r} is used more than once")
+    position = doc.get("initContainersPosition", "first")
+    if position not in ("first", "last"):
+        problems.append("initContainersPosition must be 'first' or 'last'")
+
+    _check_named_list("volumes", doc.get("volumes"), problems)
+    _check_named_list("imagePullSecrets", doc.get("imagePullSecrets"), problems)
+    _check_named_list("appEnv", doc.get("appEnv"), problems)
+
+    values = doc.get("values")
+    if values is not None and not isinstance(values, dict):
+        problems.append("values must be a mapping")
+    discovery = doc.get("discovery")
+    if discovery is None:
+        discovery = {}
+    if not isinstance(discovery, dict):
+        problems.append("discovery must be a mapping of discovery type -> fragment")
+        discovery = {}
+    for dtype, fragment in discovery.items():
+        where = f"discovery.{dtype}"
+        if not isinstance(dtype, str) or not dtype:
+            problems.append(f"discovery type {dtype!r} must be a non-empty string")
+            continue
+        if fragment is None:
+            continue
+        if not isinstance(fragment, dict):
+            problems.append(f"{where} must be a mapping")
+            continue
+        for key in sorted(set(fragment) - FRAGMENT_KEYS, key=str):
+            problems.append(
+                f"{where} has unknown key {key!r} (allowed: env, volumes, volumeMounts)"
+            )
+        _check_named_list(f"{where}.env", fragment.get("env"), problems)
+        _check_named_list(f"{where}.volumes", fragment.get("volumes"), problems)
+        _check_mounts(f"{where}.volumeMounts", fragment.get("volumeMounts"), problems)
+
+    defaults = doc.get("defaults")
+    if defaults is None:
+        defaults = {}
+    if not isinstance(defaults, dict):
+        problems.append("defaults must be a mapping")
+        defaults = {}
+    default_type = defaults.get("discoveryType")
+    if default_type is not None and default_type not in discovery:
+        allowed = ", ".join(map(str, discovery)) or "none declared"
+        problems.append(
+            f"defaults.discoveryType {default_type!r} is not a key of discovery ({allowed})"
+        )
+    if default_type is None and discovery:
+        problems.append("defaults.discoveryType is required when discovery types are declared")
+    return problems
+
+
+def _check_containers(where: str, containers: list[Any], problems: list[str]) -> list[str]:
+    names: list[str] = []
+    for index, container in enumerate(containers):
+        at = f"{where}[{index}]"
+        if not isinstance(container, dict):
+            problems.append(f"{at} must be a mapping")
+            continue
+        name = container.get("name")
+        if not isinstance(name, str) or not _DNS_LABEL.match(name):
+            problems.append(f"{at} needs a name that is a DNS label (got {name!r})")
+        else:
+            names.append(name)
+            at = f"{where}[{name}]"
+        image = container.get("image")
+        if not isinstance(image, str) or not image.strip():
+            problems.append(f"{at} needs an image")
+        ports = container.get("ports")
+        if ports is not None:
+            if not isinstance(ports, list):
+                problems.append(f"{at}.ports must be a list")
+            else:
+                for port in ports:
+                    value = port.get("containerPort") if isinstance(port, dict) else None
+                    if type(value) is not int or not 1 <= value <= 65535:
+                        problems.append(
+                            f"{at}.ports: containerPort must be an integer 1-65535 (got {value!r})"
+                        )
+        _check_named_list(f"{at}.env", container.get("env"), problems)
+        _check_mounts(f"{at}.volumeMounts", container.get("volumeMounts"), problems)
+    return names
+
+
+def _check_named_list(where: str, items: object, problems: list[str]) -> None:
+    if items is None:
+        return
+    if not isinstance(items, list):
+        problems.append(f"{where} must be a list")
+        return
+    seen: set[str] = set()
+    for item in items:
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}: every item needs a name")
+        elif name in seen:
+            problems.append(f"{where}: name {name!r} is used more than once")
+        else:
+            seen.add(name)
+
+
+def _check_mounts(where: str, mounts: object, problems: list[str]) -> None:
+    if mounts is None:
+        return
+    if not isinstance(mounts, list):
+        problems.append(f"{where} must be a list")
+        return
+    for mount in mounts:
+        if not isinstance(mount, dict) or not mount.get("name") or not mount.get("mountPath"):
+            problems.append(f"{where}: every mount needs a name and a mountPath")
+
+
+def _flatten_values(values: object, problems: list[str], prefix: str = "values") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    if not isinstance(values, dict):
+        return flat
+    for key, value in values.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten_values(value, problems, name))
+        elif isinstance(value, list):
+            problems.append(f"{name} must be a scalar or a mapping, not a list")
+        elif isinstance(value, bool):
+            flat[name] = "true" if value else "false"
+        else:
+            flat[name] = "" if value is None else str(value)
+    return flat
+
+
+def _variables_in(node: object) -> set[str]:
+    if isinstance(node, str):
+        return set(_VARIABLE.findall(node))
+    if isinstance(node, dict):
+        return set().union(*(_variables_in(v) for v in node.values())) if node else set()
+    if isinstance(node, list):
+        return set().union(*(_variables_in(v) for v in node)) if node else set()
+    return set()
+
+
+# --- rendering ------------------------------------------------------------------
+
+
+def _compile(node: object) -> Renderer:
+    """Turn a parsed node into a function of the variables that builds a fresh copy."""
+    if isinstance(node, dict):
+        items = [(key, _compile(value)) for key, value in node.items()]
+        return lambda variables: {key: render(variables) for key, render in items}
+    if isinstance(node, list):
+        children = [_compile(value) for value in node]
+        return lambda variables: [render(variables) for render in children]
+    if isinstance(node, str) and _VARIABLE.search(node):
+        pieces = _VARIABLE.split(node)  # literal, name, literal, name, ..., literal
+        literals = pieces[0::2]
+        names = pieces[1::2]
+
+        def substitute(variables: Mapping[str, str]) -> str:
+            out = [literals[0]]
+            for name, literal in zip(names, literals[1:], strict=True):
+                out.append(variables[name])
+                out.append(literal)
+            return "".join(out)
+
+        return substitute
+    return lambda _variables: node

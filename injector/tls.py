@@ -1,0 +1,169 @@
+"""Serving TLS: contexts, hot reload of cert and key files, and certificate generation.
+
+Reload never touches the live context: a fresh context is built and checked, then
+installed through the listening context's `sni_callback`, which points every new
+handshake at the current one. A half-written rotation (cert and key out of step)
+fails to build and the old context keeps serving.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+def build_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A TLS 1.2+ server context; raises ssl.SSLError / OSError when the pair is bad."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile=str(cert_file), keyfile=str(key_file))
+    return context
+
+
+def cert_not_after(cert_file: Path) -> float:
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    return cert.not_valid_after_utc.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsReload:
+    changed: bool
+    error: str = ""
+    not_after: float = 0.0
+
+
+class ReloadingTls:
+    """Owns the listening SSLContext and swaps the per-handshake context on change."""
+
+    __slots__ = ("_current", "_digest", "cert_file", "key_file", "listening")
+
+    def __init__(self, cert_file: Path, key_file: Path) -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self._digest = self._read_digest()
+        self._current = build_context(cert_file, key_file)
+        self.listening = build_context(cert_file, key_file)
+        self.listening.sni_callback = self._select
+
+    @property
+    def current(self) -> ssl.SSLContext:
+        return self._current
+
+    def _select(
+        self, ssl_object: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext
+    ) -> None:
+        ssl_object.context = self._current
+
+    def _read_digest(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(self.cert_file.read_bytes())
+        digest.update(b"\0")
+        digest.update(self.key_file.read_bytes())
+        return digest.hexdigest()
+
+    def check(self) -> TlsReload:
+        """Reload if the files' content changed; keep the old context on any failure."""
+        try:
+            digest = self._read_digest()
+        except OSError as exc:
+            return TlsReload(changed=False, error=f"cannot read cert or key: {exc}")
+        if digest == self._digest:
+            return TlsReload(changed=False)
+        try:
+            context = build_context(self.cert_file, self.key_file)
+            not_after = cert_not_after(self.cert_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            # Remember nothing: the next check retries until the pair is consistent.
+            return TlsReload(changed=False, error=f"new cert/key rejected, old one kept: {exc}")
+        self._current = context
+        self._digest = digest
+        return TlsReload(changed=True, not_after=not_after)
+
+
+@dataclass(frozen=True, slots=True)
+class CertBundle:
+    ca_cert: bytes
+    cert: bytes
+    key: bytes
+
+
+def issue_certificates(
+    *, dns_names: list[str], ip_addresses: list[str] | None = None, days: int = 365
+) -> CertBundle:
+    """A fresh CA and a server certificate signed by it, both PEM."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mesher-injector CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    alt_names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses or []]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return CertBundle(
+        ca_cert=ca_cert.public_bytes(serialization.Encoding.PEM),
+        cert=cert.public_bytes(serialization.Encoding.PEM),
+        key=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def write_self_signed(
+    directory: Path, *, dns_names: list[str], ip_addresses: list[str]
+) -> tuple[Path, Path, Path]:
+    """Write ca.crt, tls.crt and tls.key (0600) into `directory`; return their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    bundle = issue_certificates(dns_names=dns_names, ip_addresses=ip_addresses)
+    ca, cert, key = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
+    ca.write_bytes(bundle.ca_cert)
+    cert.write_bytes(bundle.cert)
+    key.touch(mode=0o600)
+    key.write_bytes(bundle.key)
+    return ca, cert, key

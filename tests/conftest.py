@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import shutil
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from injector.server import Server
+from injector.settings import Settings
+from injector.template import Template, load_template
+from tests.helpers import DEFAULT_TEMPLATE
+
+
+@pytest.fixture
+def template() -> Template:
+    return load_template(DEFAULT_TEMPLATE.read_text())
+
+
+@dataclass
+class Running:
+    """A real injector on loopback: TLS webhook and admin port, a template file to edit."""
+
+    server: Server
+    session: aiohttp.ClientSession
+    template_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.server.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.server.admin_port}"
+
+
+async def start_server(tmp_path: Path, **overrides: object) -> tuple[Server, Path]:
+    template_file = tmp_path / "template.yaml"
+    shutil.copy(DEFAULT_TEMPLATE, template_file)
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        admin_port=0,
+        self_signed=True,
+        self_signed_dir=tmp_path / "certs",
+        template_file=template_file,
+        reload_interval=0.02,
+        shutdown_timeout=5.0,
+        **overrides,  # type: ignore[arg-type]
+    )
+    server = Server(settings)
+    await server.start()
+    return server, template_file
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    server, template_file = await start_server(tmp_path)
+    assert server.ca_file is not None
+    ssl_context = ssl.create_default_context(cafile=str(server.ca_file))
+    connector = aiohttp.TCPConnector(ssl=ssl_context)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield Running(server=server, session=session, template_file=template_file)
+    await server.stop()

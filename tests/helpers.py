@@ -1,0 +1,72 @@
+"""Shared test helpers: fixtures on disk, patch checks."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ADMISSION = FIXTURES / "admission"
+KUBE_API = FIXTURES / "kube-api"
+DEFAULT_TEMPLATE = ROOT / "config" / "template.yaml"
+
+
+def admission_fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((ADMISSION / f"{name}.json").read_text())
+    return data
+
+
+def admission_fixture_names() -> list[str]:
+    return sorted(p.stem for p in ADMISSION.glob("*.json") if not p.name.startswith("_"))
+
+
+def decode_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
+    if "patch" not in response:
+        return []
+    assert response["patchType"] == "JSONPatch"
+    ops: list[dict[str, Any]] = json.loads(base64.b64decode(response["patch"]))
+    return ops
+
+
+def apply(pod: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    patched: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(pod), ops)
+    return patched
+
+
+def assert_only_added(before: Any, after: Any, path: str = "") -> None:
+    """Everything in `before` is still in `after`, unchanged: the patch only added.
+
+    Lists of named objects (containers, env, volumes) are compared by name, since a
+    sidecar may be inserted among them; other lists must be equal.
+    """
+    if isinstance(before, dict):
+        assert isinstance(after, dict), path
+        for key, value in before.items():
+            assert key in after, f"{path}/{key} was removed"
+            assert_only_added(value, after[key], f"{path}/{key}")
+    elif isinstance(before, list) and all(isinstance(i, dict) and "name" in i for i in before):
+        assert isinstance(after, list), path
+        by_name = {i["name"]: i for i in after if isinstance(i, dict) and "name" in i}
+        order = [i["name"] for i in after if isinstance(i, dict) and i.get("name") in by_name]
+        kept = [n for n in order if n in {b["name"] for b in before}]
+        assert kept == [b["name"] for b in before], f"{path}: order of existing items changed"
+        for item in before:
+            assert_only_added(item, by_name[item["name"]], f"{path}[{item['name']}]")
+    else:
+        assert before == after, f"{path} changed: {before!r} -> {after!r}"
+
+
+def container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [c for c in pod["spec"]["containers"] if c["name"] == name]
+    assert len(found) == 1, f"expected one container {name!r}"
+    return found[0]
+
+
+def env_of(c: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}

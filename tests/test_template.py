@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import pytest
+
+from injector.template import RenderContext, Template, TemplateError, load_template, sample_context
+from tests.helpers import DEFAULT_TEMPLATE, KUBE_API
+
+MINIMAL = (
+    'version: "1.6.3"\ncontainers:\n- name: mesher\n  image: servicecomb/mesher-sidecar:1.6.3\n'
+)
+
+
+def problems_of(text: str) -> str:
+    with pytest.raises(TemplateError) as info:
+        load_template(text)
+    return str(info.value)
+
+
+def test_default_template_declares_sc_and_pilot_with_sc_default(template: Template) -> None:
+    assert template.discovery_types == ("sc", "pilot")
+    assert template.default_discovery == "sc"
+    assert template.version == "1.6.3"
+    assert template.sidecar_names == frozenset({"mesher"})
+
+
+def test_default_template_carries_the_mesher_facts(template: Template) -> None:
+    sidecar = template.render(sample_context("sc"))
+    (mesher,) = sidecar.containers
+    assert [p["containerPort"] for p in mesher["ports"]] == [30101, 40101, 30102]
+    env = {e["name"]: e for e in mesher["env"]}
+    assert set(env) >= {
+        "SERVICE_NAME",
+        "VERSION",
+        "APP_ID",
+        "SERVICE_PORTS",
+        "CSE_REGISTRY_ADDR",
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "INSTANCE_IP",
+    }
+    assert env["INSTANCE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["CSE_REGISTRY_ADDR"]["value"] == "http://service-center.servicecomb:30100"
+    pilot = {e["name"]: e for e in template.render(sample_context("pilot")).containers[0]["env"]}
+    assert pilot["PILOT_ADDR"]["value"] == "istio-pilot.istio-system:15010"
+    assert "CSE_REGISTRY_ADDR" not in pilot
+
+
+def test_variables_are_substituted_inside_strings_only(template: Template) -> None:
+    ctx = RenderContext(
+        pod_name="p",
+        pod_namespace="ns",
+        service_name='x"\n- name: evil',
+        service_version="2",
+        service_ports="rest:1",
+        discovery_type="sc",
+    )
+    (mesher,) = template.render(ctx).containers
+    env = {e["name"]: e.get("value") for e in mesher["env"]}
+    assert env["SERVICE_NAME"] == 'x"\n- name: evil'
+    assert [c["name"] for c in template.render(ctx).containers] == ["mesher"]
+
+
+def test_each_render_returns_fresh_objects(template: Template) -> None:
+    first = template.render(sample_context("sc"))
+    first.containers[0]["env"].clear()
+    second = template.render(sample_context("sc"))
+    assert second.containers[0]["env"]
+
+
+def test_the_recorded_configmap_template_is_valid() -> None:
+    import json
+
+    data = json.loads((KUBE_API / "list.json").read_text())["items"][0]["data"]["template.yaml"]
+    template = load_template(data)
+    assert template.version == "1.6.3"
+    assert template.discovery_types == ()
+    assert template.render(sample_context("")).containers[0]["image"].endswith(":1.6.3")
+
+
+def test_revision_depends_on_content_not_formatting() -> None:
+    a = load_template(MINIMAL)
+    b = load_template(
+        "# a comment\ncontainers: [{image: 'servicecomb/mesher-sidecar:1.6.3', name: mesher}]\n"
+        "version: '1.6.3'\n"
+    )
+    c = load_template(MINIMAL.replace("1.6.3\n", "1.6.4\n"))
+    assert a.revision == b.revision
+    assert a.revision != c.revision
+    assert len(a.revision) == 12
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("version: [broken\n", "not valid YAML"),
+        ("- just\n- a list\n", "must be a YAML mapping"),
+        ("version: x\n", "containers must be a non-empty list"),
+        ("containers:\n- image: x\n", "needs a name"),
+        ("containers:\n- name: Bad_Name\n  image: x\n", "DNS label"),
+        ("containers:\n- name: m\n", "containers[m] needs an image"),
+        (
+            "containers:\n- name: m\n  image: x\n- name: m\n  image: y\n",
+            "'m' is used more than once",
+        ),
+        ("containers:\n- name: m\n  image: x\n  ports:\n  - containerPort: '30101'\n", "integer"),
+        (
+            "containers:\n- name: m\n  image: x\ncontainer: []\n",
+            "unknown top-level key 'container'",
+        ),
+        ("containers:\n- name: m\n  image: '{{ nope }}'\n", "unknown variable {{ nope }}"),
+        (
+            "containers:\n- name: m\n  image: '{{ values.img }}'\n",
+            "unknown variable {{ values.img }}",
+        ),
+        (
+            "containers:\n- name: m\n  image: x\ndiscovery:\n  sc: {}\ndefaults:\n  discoveryType: pilot\n",
+            "defaults.discoveryType 'pilot' is not a key of discovery",
+        ),
+        (
+            "containers:\n- name: m\n  image: x\ndiscovery:\n  sc: {}\n",
+            "defaults.discoveryType is required",
+        ),
+        (
+            "containers:\n- name: m\n  image: x\ndiscovery:\n  sc:\n    ports: []\ndefaults: {discoveryType: sc}\n",
+            "discovery.sc has unknown key 'ports'",
+        ),
+        ("containers:\n- name: m\n  image: x\ninitContainersPosition: middle\n", "first' or 'last"),
+        (
+            "containers:\n- name: m\n  image: x\nvolumes:\n- name: v\n- name: v\n",
+            "'v' is used more than once",
+        ),
+    ],
+)
+def test_invalid_templates_are_rejected_with_the_reason(text: str, needle: str) -> None:
+    assert needle in problems_of(text)
+
+
+def test_all_problems_are_reported_together() -> None:
+    message = problems_of("containers:\n- name: m\ncolour: red\n")
+    assert "needs an image" in message and "unknown top-level key 'colour'" in message
+
+
+def test_values_are_usable_as_variables() -> None:
+    text = MINIMAL.replace(
+        "servicecomb/mesher-sidecar:1.6.3", "'{{ values.registry.host }}/mesher'"
+    )
+    text += "values:\n  registry:\n    host: reg.local\n"
+    template = load_template(text)
+    assert template.render(sample_context("")).containers[0]["image"] == "reg.local/mesher"
+
+
+def test_default_template_file_is_what_make_run_serves() -> None:
+    assert load_template(DEFAULT_TEMPLATE.read_text()).discovery_types == ("sc", "pilot")

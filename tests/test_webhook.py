@@ -1,0 +1,224 @@
+"""The webhook over real HTTPS, with the AdmissionReviews a real kube-apiserver sent."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import time
+from typing import Any
+
+import pytest
+import structlog
+
+from tests.conftest import Running
+from tests.expectations import EXPECTED, check_answer
+from tests.helpers import ADMISSION, admission_fixture, admission_fixture_names, decode_patch
+
+RECORDED = json.loads((ADMISSION / "_request-line-and-headers.json").read_text())
+HEADERS = {k: v for k, v in RECORDED["headers"].items() if k not in ("Host", "Content-Length")}
+
+
+async def post(
+    running: Running, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    async with running.session.post(
+        running.url + RECORDED["path"], data=body, headers=headers or HEADERS
+    ) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def admit(running: Running, review: dict[str, Any]) -> dict[str, Any]:
+    status, answer = await post(running, json.dumps(review).encode())
+    assert status == 200, answer
+    result: dict[str, Any] = answer
+    return result
+
+
+def test_every_recorded_request_has_an_expectation() -> None:
+    assert set(admission_fixture_names()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+async def test_recorded_request_gets_the_expected_answer(running: Running, name: str) -> None:
+    review = admission_fixture(name)
+    answer = await admit(running, review)
+    template = running.server.injector.store.template
+    assert template is not None
+    check_answer(name, review, answer, decode_patch(answer["response"]), template.revision)
+
+
+async def test_v1beta1_request_is_answered_as_v1beta1(running: Running) -> None:
+    answer = await admit(running, admission_fixture("server-v1beta1"))
+    assert answer["apiVersion"] == "admission.k8s.io/v1beta1"
+
+
+async def test_one_log_line_and_one_count_per_decision(running: Running) -> None:
+    metrics = running.server.injector.metrics
+    before = metrics.decisions.labels(
+        decision="denied", reason="unknown-discovery-type"
+    )._value.get()
+    with structlog.testing.capture_logs() as logs:
+        await admit(running, admission_fixture("bad-discovery"))
+    lines = [entry for entry in logs if entry["event"] == "admission"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["decision"] == "denied"
+    assert line["reason"] == "unknown-discovery-type"
+    assert line["namespace"] == "chassis"
+    assert line["pod"] == "bad-discovery"
+    assert line["uid"] == admission_fixture("bad-discovery")["request"]["uid"]
+    assert "object" not in line and "spec" not in json.dumps(line)
+    after = metrics.decisions.labels(
+        decision="denied", reason="unknown-discovery-type"
+    )._value.get()
+    assert after == before + 1
+
+
+async def test_metrics_expose_decisions_latency_and_template(running: Running) -> None:
+    await admit(running, admission_fixture("server-mesher"))
+    async with running.session.get(running.admin + "/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    assert 'mesher_injector_decisions_total{decision="injected",reason="requested"} 1.0' in text
+    assert 'mesher_injector_admission_duration_seconds_bucket{le="0.0001"}' in text
+    revision = running.server.injector.store.template.revision  # type: ignore[union-attr]
+    assert f'mesher_injector_template_info{{revision="{revision}"' in text
+    assert "mesher_injector_tls_cert_expiry_timestamp_seconds" in text
+
+
+async def test_admin_port_reports_health_readiness_and_template(running: Running) -> None:
+    async with running.session.get(running.admin + "/healthz") as resp:
+        assert resp.status == 200
+    async with running.session.get(running.admin + "/readyz") as resp:
+        assert resp.status == 200
+    async with running.session.get(running.admin + "/template") as resp:
+        info = await resp.json()
+    assert info["revision"] == running.server.injector.store.template.revision  # type: ignore[union-attr]
+    assert info["version"] == "1.6.3"
+    assert info["source"] == f"file:{running.template_file}"
+    assert info["loaded_at"]
+    assert info["last_error"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "needle"),
+    [
+        (b"{not json", None, "not valid JSON"),
+        (b"[1, 2]", None, "JSON object"),
+        (b'{"kind": "Pod", "apiVersion": "v1"}', None, "kind must be AdmissionReview"),
+        (
+            b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v2", "request": {}}',
+            None,
+            "apiVersion must be one of",
+        ),
+        (b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"}', None, "no request"),
+        (
+            b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {}}',
+            None,
+            "uid is missing",
+        ),
+        (b"{}", {"Content-Type": "text/plain"}, "Content-Type must be application/json"),
+        (b"\xff\xfe", None, "not valid JSON"),
+    ],
+)
+async def test_bad_requests_get_400_with_a_clear_message(
+    running: Running, body: bytes, headers: dict[str, str] | None, needle: str
+) -> None:
+    status, answer = await post(running, body, headers)
+    assert status == 400
+    assert needle in answer["error"]
+
+
+async def test_oversized_body_gets_413_and_the_server_keeps_serving(running: Running) -> None:
+    review = admission_fixture("server-mesher")
+    review["request"]["object"]["metadata"]["annotations"]["padding"] = "x" * (9 * 1024 * 1024)
+    async with running.session.post(
+        running.url + "/mutate", data=json.dumps(review).encode(), headers=HEADERS
+    ) as resp:
+        assert resp.status == 413
+    answer = await admit(running, admission_fixture("server-mesher"))
+    assert answer["response"]["allowed"] is True
+
+
+async def test_large_pod_within_the_limit_is_injected(running: Running) -> None:
+    review = admission_fixture("server-mesher")
+    review["request"]["object"]["metadata"]["annotations"]["big"] = "x" * (2 * 1024 * 1024)
+    answer = await admit(running, review)
+    assert answer["response"]["patchType"] == "JSONPatch"
+
+
+async def test_gzip_accepting_client_gets_a_valid_answer(running: Running) -> None:
+    body = gzip.compress(json.dumps(admission_fixture("server-mesher")).encode())
+    headers = {**HEADERS, "Content-Encoding": "gzip"}
+    status, answer = await post(running, body, headers)
+    assert status == 200
+    assert answer["response"]["allowed"] is True
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_template_file_edit_changes_the_next_answer(running: Running) -> None:
+    store = running.server.injector.store
+    old = store.template
+    assert old is not None
+    text = (
+        running.template_file.read_text()
+        .replace("servicecomb/mesher-sidecar:1.6.3", "servicecomb/mesher-sidecar:1.6.4")
+        .replace('version: "1.6.3"', 'version: "1.6.4"')
+    )
+    running.template_file.write_text(text)
+    await wait_until(lambda: store.template is not old)
+    answer = await admit(running, admission_fixture("server-mesher"))
+    ops = decode_patch(answer["response"])
+    images = [op["value"]["image"] for op in ops if op["path"] == "/spec/containers/-"]
+    assert images == ["servicecomb/mesher-sidecar:1.6.4"]
+    assert store.template.version == "1.6.4"  # type: ignore[union-attr]
+
+
+async def test_broken_template_edit_is_refused_and_the_old_one_keeps_serving(
+    running: Running,
+) -> None:
+    store = running.server.injector.store
+    good = store.template
+    assert good is not None
+    running.template_file.write_text("containers: [broken\n")
+    await wait_until(lambda: store.last_error is not None)
+    assert store.template is good
+    answer = await admit(running, admission_fixture("server-mesher"))
+    check_answer(
+        "server-mesher",
+        admission_fixture("server-mesher"),
+        answer,
+        decode_patch(answer["response"]),
+        good.revision,
+    )
+    async with running.session.get(running.admin + "/template") as resp:
+        info = await resp.json()
+    assert "not valid YAML" in info["last_error"]["error"]
+    assert info["revision"] == good.revision
+    rejected = running.server.injector.metrics.reloads.labels(result="rejected")._value.get()
+    assert rejected == 1
+
+
+async def test_template_with_unknown_variable_is_refused(running: Running) -> None:
+    store = running.server.injector.store
+    good = store.template
+    running.template_file.write_text(
+        running.template_file.read_text().replace("{{ service.name }}", "{{ service.nme }}")
+    )
+    await wait_until(lambda: store.last_error is not None)
+    assert store.template is good
+    assert "unknown variable {{ service.nme }}" in store.last_error.error  # type: ignore[union-attr]
+
+
+async def test_stop_makes_readyz_fail_first(running: Running) -> None:
+    running.server.injector.shutting_down = True
+    async with running.session.get(running.admin + "/readyz") as resp:
+        assert resp.status == 503
+        assert (await resp.json())["reason"] == "shutting down"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +66,18 @@ def assert_only_added(before: Any, after: Any, path: str = "") -> None:
 
 
 def container(pod: dict[str, Any], name: str) -> dict[str, Any]:
-    found = [c for c in pod["spec"]["containers"] if c["name"] == name]
+    found: list[dict[str, Any]] = [c for c in pod["spec"]["containers"] if c["name"] == name]
     assert len(found) == 1, f"expected one container {name!r}"
     return found[0]
 
 
 def env_of(c: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+async def wait_until(predicate: Callable[[], object], limit: float = 5.0) -> None:
+    """Poll `predicate` until true; fail after `limit` seconds (a bound, not a timing assertion)."""
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)

@@ -31,7 +31,8 @@ def test_other_values_do_not_inject_and_warn_with_the_allowed_values(value: str)
     choice = parse_inject({INJECT: value})
     assert not choice.requested
     assert choice.warning is not None
-    assert '"yes"' in choice.warning and '"y"' in choice.warning
+    assert '"yes"' in choice.warning
+    assert '"y"' in choice.warning
 
 
 def test_absent_inject_annotation_is_not_a_request() -> None:
@@ -49,7 +50,8 @@ def test_service_ports_parse_in_order() -> None:
 def test_grps_is_accepted_as_grpc_with_a_warning() -> None:
     ports = parse_service_ports({SERVICE_PORTS: "grps:8080"})
     assert str(ports) == "grpc:8080"
-    assert len(ports.warnings) == 1 and "grpc:8080" in ports.warnings[0]
+    assert len(ports.warnings) == 1
+    assert "grpc:8080" in ports.warnings[0]
 
 
 @pytest.mark.parametrize("value", [None, "", "   "])

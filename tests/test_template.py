@@ -137,7 +137,8 @@ def test_invalid_templates_are_rejected_with_the_reason(text: str, needle: str) 
 
 def test_all_problems_are_reported_together() -> None:
     message = problems_of("containers:\n- name: m\ncolour: red\n")
-    assert "needs an image" in message and "unknown top-level key 'colour'" in message
+    assert "needs an image" in message
+    assert "unknown top-level key 'colour'" in message
 
 
 def test_values_are_usable_as_variables() -> None:

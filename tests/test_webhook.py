@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
-import time
 from typing import Any
 
 import pytest
@@ -13,7 +11,13 @@ import structlog
 
 from tests.conftest import Running
 from tests.expectations import EXPECTED, check_answer
-from tests.helpers import ADMISSION, admission_fixture, admission_fixture_names, decode_patch
+from tests.helpers import (
+    ADMISSION,
+    admission_fixture,
+    admission_fixture_names,
+    decode_patch,
+    wait_until,
+)
 
 RECORDED = json.loads((ADMISSION / "_request-line-and-headers.json").read_text())
 HEADERS = {k: v for k, v in RECORDED["headers"].items() if k not in ("Host", "Content-Length")}
@@ -68,7 +72,8 @@ async def test_one_log_line_and_one_count_per_decision(running: Running) -> None
     assert line["namespace"] == "chassis"
     assert line["pod"] == "bad-discovery"
     assert line["uid"] == admission_fixture("bad-discovery")["request"]["uid"]
-    assert "object" not in line and "spec" not in json.dumps(line)
+    assert "object" not in line
+    assert "spec" not in json.dumps(line)
     after = metrics.decisions.labels(
         decision="denied", reason="unknown-discovery-type"
     )._value.get()
@@ -154,13 +159,6 @@ async def test_gzip_accepting_client_gets_a_valid_answer(running: Running) -> No
     status, answer = await post(running, body, headers)
     assert status == 200
     assert answer["response"]["allowed"] is True
-
-
-async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_template_file_edit_changes_the_next_answer(running: Running) -> None:

@@ -1,0 +1,125 @@
+"""Property tests: for generated pods and annotation values, the decision never crashes,
+the patch always applies, nothing the pod had is removed or changed, and injecting an
+injected pod is a no-op."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from injector.admission import REASONS, build_response, decide, parse_review
+from injector.template import Template, load_template
+from tests.helpers import DEFAULT_TEMPLATE, apply, assert_only_added, decode_patch
+
+TEMPLATE: Template = load_template(DEFAULT_TEMPLATE.read_text())
+
+names = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True)
+text = st.text(max_size=30)
+# one_of picks each branch alike: most pods ask for injection with a valid type.
+inject_values = st.one_of(
+    st.just("yes"), st.just("y"), st.sampled_from(["YES", " y ", "no", "n", "true", ""]), text
+)
+discovery_values = st.one_of(st.just("sc"), st.just("pilot"), st.sampled_from(["consul", ""]), text)
+port_items = st.one_of(
+    st.builds(
+        lambda p, n: f"{p}:{n}", st.sampled_from(["rest", "grpc", "grps"]), st.integers(1, 65535)
+    ),
+    st.builds(
+        lambda p, n: f"{p}:{n}", st.sampled_from(["rest", "http", ""]), st.integers(-5, 70000)
+    ),
+    text,
+)
+ports_values = st.lists(port_items, max_size=3).map(",".join)
+
+
+def env_lists() -> st.SearchStrategy[list[dict[str, str]]]:
+    return st.lists(
+        st.fixed_dictionaries(
+            {"name": st.sampled_from(["A", "B", "http_proxy", "SERVICE_NAME"]), "value": text}
+        ),
+        max_size=3,
+        unique_by=lambda e: e["name"],
+    )
+
+
+@st.composite
+def pods(draw: st.DrawFn) -> dict[str, Any]:
+    container_names = draw(st.lists(names, min_size=1, max_size=3, unique=True))
+    containers = []
+    for name in container_names:
+        c: dict[str, Any] = {"name": name, "image": "img:1"}
+        if draw(st.booleans()):
+            c["env"] = draw(env_lists())
+        if draw(st.booleans()):
+            c["ports"] = [{"containerPort": draw(st.integers(1, 65535))}]
+        containers.append(c)
+    annotations = draw(
+        st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {"sidecar.mesher.io/inject": inject_values},
+                optional={
+                    "sidecar.mesher.io/discoveryType": discovery_values,
+                    "sidecar.mesher.io/servicePorts": ports_values,
+                    "other/key~x": text,
+                },
+            ),
+        )
+    )
+    metadata: dict[str, Any] = draw(
+        st.sampled_from([{"name": "pod"}, {"generateName": "web-abc12-"}])
+    )
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    if draw(st.booleans()):
+        metadata["labels"] = draw(
+            st.dictionaries(st.sampled_from(["app", "version", "x"]), names, max_size=3)
+        )
+    spec: dict[str, Any] = {"containers": containers}
+    if draw(st.booleans()):
+        spec["initContainers"] = [{"name": "init-" + container_names[0], "image": "i:1"}]
+    if draw(st.booleans()):
+        spec["volumes"] = [{"name": "vol", "emptyDir": {}}]
+    if draw(st.booleans()):
+        spec["imagePullSecrets"] = [{"name": "cred"}]
+    if draw(st.booleans()):
+        spec["hostNetwork"] = draw(st.booleans())
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def review_of(pod: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "operation": "CREATE",
+            "namespace": "chassis",
+            "object": pod,
+        },
+    }
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pods())
+def test_decisions_never_crash_and_patches_only_add(pod: dict[str, Any]) -> None:
+    review = parse_review(review_of(pod))
+    outcome = decide(review.request, TEMPLATE)
+    event(outcome.reason)
+    assert REASONS[outcome.reason] == outcome.decision
+    answer = build_response(review, outcome)
+    ops = decode_patch(answer["response"])
+    assert bool(ops) == (outcome.decision == "injected")
+    if not ops:
+        return
+    patched = apply(pod, ops)
+    assert_only_added(pod, patched)
+    # What the annotation said never reaches the structure: one sidecar, named by the template.
+    added = [c["name"] for c in patched["spec"]["containers"][len(pod["spec"]["containers"]) :]]
+    assert added == ["mesher"]
+    again = decide(parse_review(review_of(patched)).request, TEMPLATE)
+    assert (again.decision, again.reason) == ("skipped", "already-injected")
+    assert again.patch == ()

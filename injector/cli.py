@@ -57,8 +57,26 @@ def _serve_parser(sub: Any) -> None:
         type=Path,
         help="where --self-signed writes ca.crt (default: a temp dir)",
     )
-    opt("--template-source", choices=["file"], default=d.template_source)
+    opt("--template-source", choices=["file", "configmap"], default=d.template_source)
     opt("--template-file", type=Path, default=d.template_file, help="template YAML for source file")
+    opt(
+        "--configmap",
+        default=d.configmap,
+        help="NAMESPACE/NAME of the template ConfigMap for source configmap "
+        "(namespace: the pod's own; name: mesher-sidecar-template)",
+    )
+    opt(
+        "--kube-api-server",
+        default=d.kube_api_server,
+        help="API server URL (e.g. http://127.0.0.1:8001 from kubectl proxy); "
+        "default: in-cluster config, else the kubeconfig",
+    )
+    opt(
+        "--watch-read-timeout",
+        type=float,
+        default=d.watch_read_timeout,
+        help="seconds of silence before the ConfigMap watch reconnects",
+    )
     opt("--log-format", choices=["json", "console"], default=d.log_format)
     opt("--log-level", choices=["debug", "info", "warning", "error"], default=d.log_level)
     opt(
@@ -164,6 +182,9 @@ def run_serve(args: argparse.Namespace) -> int:
         self_signed_dir=Path(args.self_signed_dir) if args.self_signed_dir else None,
         template_source=args.template_source,
         template_file=Path(args.template_file),
+        configmap=args.configmap,
+        kube_api_server=args.kube_api_server,
+        watch_read_timeout=float(args.watch_read_timeout),
         log_format=args.log_format,
         log_level=args.log_level,
         max_body_bytes=int(args.max_body_bytes),
@@ -175,7 +196,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logs.configure(log_format=settings.log_format, level=settings.log_level)
     try:
         asyncio.run(serve(settings))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise CliError(f"cannot serve: {exc}") from exc
     return 0
 

@@ -10,11 +10,12 @@ import json
 import signal
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from injector import logs
@@ -28,6 +29,7 @@ from injector.admission import (
 )
 from injector.metrics import Metrics
 from injector.settings import Settings, own_namespace
+from injector.sources.configmap import ConfigMapRef, ConfigMapSource, Restart, api_client_for
 from injector.sources.file import FileSource, watch_file
 from injector.store import Reload, TemplateStore
 from injector.tls import ReloadingTls, cert_not_after, write_self_signed
@@ -50,6 +52,17 @@ class Injector:
     @property
     def ready(self) -> bool:
         return self.store.template is not None and not self.shutting_down
+
+    def report_restart(self, restart: Restart, delay: float) -> None:
+        self.metrics.watch_restarts.labels(reason=restart.reason).inc()
+        log = self.log.info if restart.reason == "stream-ended" else self.log.warning
+        log(
+            "watch_restart",
+            reason=restart.reason,
+            relist=restart.relist,
+            retry_in_s=round(delay, 3),
+            detail=restart.detail,
+        )
 
     def report_reload(self, reload: Reload) -> None:
         self.metrics.observe_reload(reload, self.store.active)
@@ -213,6 +226,7 @@ class Server:
         self.tls: ReloadingTls | None = None
         self.ca_file: Path | None = None
         self._runners: list[web.AppRunner] = []
+        self._api: ApiClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.admin_port = 0
@@ -242,16 +256,31 @@ class Server:
             self.injector.metrics.tls_reloads.labels(result="rejected").inc()
             self.injector.log.warning("tls_reload", result="rejected", error=result.error)
 
-    def _template_watcher(self) -> Awaitable[None]:
+    async def _template_watcher(self) -> Coroutine[Any, Any, None]:
         s = self.settings
+        injector = self.injector
         if s.template_source == "file":
             source = FileSource(s.template_file)
-            reload = source.poll(self.injector.store)
+            reload = source.poll(injector.store)
             if reload is not None:
-                self.injector.report_reload(reload)
+                injector.report_reload(reload)
             return watch_file(
-                source, self.injector.store, self.injector.report_reload, interval=s.reload_interval
+                source, injector.store, injector.report_reload, interval=s.reload_interval
             )
+        if s.template_source == "configmap":
+            ref = ConfigMapRef.parse(s.configmap)
+            self._api = await api_client_for(s.kube_api_server)
+            watcher = ConfigMapSource(
+                api=self._api,
+                ref=ref,
+                store=injector.store,
+                report=injector.report_reload,
+                on_restart=injector.report_restart,
+                read_timeout=s.watch_read_timeout,
+                watch_timeout=s.watch_timeout,
+            )
+            injector.log.info("watching_configmap", configmap=ref.describe(), key=ref.key)
+            return watcher.run()
         raise ValueError(f"unknown template source {s.template_source!r}")
 
     async def start(self) -> None:
@@ -259,7 +288,7 @@ class Server:
         cert, key = self._tls_files()
         self.tls = ReloadingTls(cert, key)
         self.injector.metrics.tls_cert_expiry.set(cert_not_after(cert))
-        self._tasks.append(asyncio.create_task(self._template_watcher()))  # type: ignore[arg-type]
+        self._tasks.append(asyncio.create_task(await self._template_watcher()))
         self._tasks.append(asyncio.create_task(_every(s.reload_interval, self._check_tls)))
 
         admin = web.AppRunner(admin_app(self.injector), access_log=None)
@@ -295,6 +324,8 @@ class Server:
                 await task
         for runner in reversed(self._runners):
             await runner.cleanup()
+        if self._api is not None:
+            await self._api.close()
         self.injector.log.info("stopped")
 
 

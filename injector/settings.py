@@ -41,6 +41,9 @@ class Settings:
     template_source: str = "file"
     template_file: Path = DEFAULT_TEMPLATE_FILE
     configmap: str = ""
+    kube_api_server: str = ""
+    watch_read_timeout: float = 75.0
+    watch_timeout: int = 300
     log_format: str = "json"
     log_level: str = "info"
     max_body_bytes: int = 8 * 1024 * 1024

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 from typing import Any
@@ -220,3 +221,48 @@ async def test_stop_makes_readyz_fail_first(running: Running) -> None:
     async with running.session.get(running.admin + "/readyz") as resp:
         assert resp.status == 503
         assert (await resp.json())["reason"] == "shutting down"
+
+
+async def test_concurrent_admissions_each_see_exactly_one_revision(running: Running) -> None:
+    store = running.server.injector.store
+    base = running.template_file.read_text()
+    texts = [base.replace("mesher-sidecar:1.6.3", f"mesher-sidecar:{tag}") for tag in ("a", "b")]
+    image_of = {}
+    for tag, text in zip(("a", "b"), texts, strict=True):
+        store.offer(text, source="test")
+        image_of[store.template.revision] = f"servicecomb/mesher-sidecar:{tag}"  # type: ignore[union-attr]
+    stop = asyncio.Event()
+
+    async def swap() -> None:
+        n = 0
+        while not stop.is_set():
+            store.offer(texts[n % 2], source="test")
+            n += 1
+            await asyncio.sleep(0)
+
+    swapper = asyncio.create_task(swap())
+    body = json.dumps(admission_fixture("server-mesher")).encode()
+    seen: set[str] = set()
+
+    async def one() -> None:
+        status, answer = await post(running, body)
+        assert status == 200
+        ops = decode_patch(answer["response"])
+        revisions = {
+            op["value"]
+            for op in ops
+            if op["path"] == "/metadata/annotations/sidecar.mesher.io~1template-revision"
+        }
+        images = {op["value"]["image"] for op in ops if op["path"] == "/spec/containers/-"}
+        assert len(revisions) == 1
+        (revision,) = revisions
+        assert images == {image_of[revision]}
+        seen.add(revision)
+
+    try:
+        for _ in range(10):
+            await asyncio.gather(*(one() for _ in range(30)))
+    finally:
+        stop.set()
+        await swapper
+    assert seen == set(image_of)

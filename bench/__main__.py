@@ -1,0 +1,3 @@
+from bench.reload import main
+
+main()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import sys
 from collections.abc import Sequence
@@ -110,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     inject.add_argument("-o", "--output", help="write here instead of stdout")
     check = sub.add_parser("check-template", help="validate a template and show what it renders")
     check.add_argument("file", type=Path)
+    certs = sub.add_parser(
+        "certs",
+        help="create a CA and a serving cert for the webhook Service, the TLS Secret and caBundle",
+    )
+    certs.add_argument("--service", default="mesher-injector")
+    certs.add_argument("--namespace", default="mesher-system")
+    certs.add_argument("--secret-name", default="mesher-injector-tls")
+    certs.add_argument("--dns", action="append", default=[], help="an extra DNS SAN (repeatable)")
+    certs.add_argument("--ip", action="append", default=[], help="an extra IP SAN (repeatable)")
+    certs.add_argument("--days", type=int, default=365, help="validity of the CA and the cert")
+    certs.add_argument("-o", "--output-dir", type=Path, required=True)
     return parser
 
 
@@ -169,6 +181,42 @@ def run_check_template(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_certs(args: argparse.Namespace) -> int:
+    """Write ca.crt, tls.crt, tls.key, secret.yaml and cabundle (base64 CA, for the
+    MutatingWebhookConfiguration's clientConfig.caBundle) into --output-dir."""
+    from injector.tls import issue_certificates, service_dns_names, tls_secret_manifest
+
+    if args.days < 1:
+        raise CliError("--days must be at least 1")
+    try:
+        bundle = issue_certificates(
+            dns_names=service_dns_names(args.service, args.namespace) + list(args.dns),
+            ip_addresses=list(args.ip),
+            days=args.days,
+        )
+    except ValueError as exc:
+        raise CliError(f"cannot issue the certificate: {exc}") from exc
+    out: Path = args.output_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "ca.crt").write_bytes(bundle.ca_cert)
+        (out / "tls.crt").write_bytes(bundle.cert)
+        key = out / "tls.key"
+        key.touch(mode=0o600)
+        key.write_bytes(bundle.key)
+        secret = tls_secret_manifest(name=args.secret_name, namespace=args.namespace, bundle=bundle)
+        (out / "secret.yaml").write_text(yaml.safe_dump(secret, sort_keys=False))
+        (out / "cabundle").write_text(base64.b64encode(bundle.ca_cert).decode() + "\n")
+    except OSError as exc:
+        raise CliError(f"cannot write to {out}: {exc}") from exc
+    print(
+        f"wrote ca.crt, tls.crt, tls.key, secret.yaml and cabundle to {out} "
+        f"for {args.service}.{args.namespace}.svc",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from injector.server import serve  # aiohttp only when serving
 
@@ -204,7 +252,12 @@ def run_serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"serve": run_serve, "inject": run_inject, "check-template": run_check_template}
+    handlers = {
+        "serve": run_serve,
+        "inject": run_inject,
+        "check-template": run_check_template,
+        "certs": run_certs,
+    }
     try:
         return handlers[args.command](args)
     except CliError as exc:

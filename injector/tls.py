@@ -8,6 +8,7 @@ fails to build and the old context keeps serving.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import ipaddress
@@ -153,6 +154,35 @@ def issue_certificates(
             serialization.NoEncryption(),
         ),
     )
+
+
+def service_dns_names(service: str, namespace: str) -> list[str]:
+    """The names the API server may use for a webhook Service; `<svc>.<ns>.svc` first."""
+    return [
+        f"{service}.{namespace}.svc",
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc.cluster.local",
+    ]
+
+
+def tls_secret_manifest(*, name: str, namespace: str, bundle: CertBundle) -> dict[str, object]:
+    """A `kubernetes.io/tls` Secret with the serving pair and the CA."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": "mesher-injector"},
+        },
+        "data": {
+            "tls.crt": base64.b64encode(bundle.cert).decode(),
+            "tls.key": base64.b64encode(bundle.key).decode(),
+            "ca.crt": base64.b64encode(bundle.ca_cert).decode(),
+        },
+    }
 
 
 def write_self_signed(

@@ -7,11 +7,12 @@ both call it, so they always agree.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 from injector import annotations as ann
 from injector.patch import Operation, PatchConflict, build_patch
@@ -267,7 +268,7 @@ def pod_facts(request: Mapping[str, Any]) -> PodFacts:
 def build_response(review: Review, outcome: Outcome) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": review.uid, "allowed": outcome.decision != "denied"}
     if outcome.patch:
-        patch = json.dumps(list(outcome.patch), separators=(",", ":")).encode()
+        patch = orjson.dumps(outcome.patch)
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(patch).decode()
     if outcome.warnings:

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,15 @@ def run_certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (a few per cent per request), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from injector.server import serve  # aiohttp only when serving
 
@@ -243,7 +252,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CliError("serve needs --tls-cert and --tls-key, or --self-signed for local use")
     logs.configure(log_format=settings.log_format, level=settings.log_level)
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(settings))
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot serve: {exc}") from exc
     return 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import signal
 import tempfile
 import time
@@ -14,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp import web
 from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -100,11 +100,11 @@ async def mutate(request: web.Request) -> web.StreamResponse:
             f"Content-Type must be application/json, got {request.content_type!r}",
         )
     try:
-        body = json.loads(await request.read())
+        body = orjson.loads(await request.read())
     except web.HTTPRequestEntityTooLarge:
         injector.metrics.bad_requests.labels(reason="too-large").inc()
         raise
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # orjson.JSONDecodeError, bad UTF-8 included
         return _bad_request(injector, "malformed-json", f"the body is not valid JSON: {exc}")
     try:
         review = parse_review(body)
@@ -142,7 +142,7 @@ async def mutate(request: web.Request) -> web.StreamResponse:
         duration_ms=round(elapsed * 1000, 3),
         **({"message": outcome.message} if outcome.decision == "denied" else {}),
     )
-    return web.json_response(answer)
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 
 async def healthz(_request: web.Request) -> web.StreamResponse:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -113,16 +115,28 @@ def test_serve_answers_over_https_and_stops_cleanly_on_sigterm(tmp_path: Path) -
         text=True,
     )
     try:
-        assert proc.stdout is not None
+        stdout = proc.stdout
+        assert stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+
+        def pump() -> None:
+            for line in iter(stdout.readline, ""):
+                lines.put(line)
+
+        reader = threading.Thread(target=pump)
+        reader.start()
         serving = None
+        seen = []
         deadline = time.monotonic() + 30
-        lines = []
         while serving is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if '"event": "serving"' in line:
+            try:
+                line = lines.get(timeout=0.5)  # never block past the deadline
+            except queue.Empty:
+                continue
+            seen.append(line)
+            if line.startswith("{") and json.loads(line)["event"] == "serving":
                 serving = json.loads(line)
-        assert serving is not None, lines
+        assert serving is not None, seen
         assert serving["ready"] is True
         context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
         body = (ADMISSION / "server-mesher.json").read_bytes()
@@ -135,9 +149,12 @@ def test_serve_answers_over_https_and_stops_cleanly_on_sigterm(tmp_path: Path) -
             answer = json.loads(resp.read())
         assert answer["response"]["patchType"] == "JSONPatch"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-        events = [json.loads(line)["event"] for line in out.splitlines() if line.startswith("{")]
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+        assert proc.returncode == 0
+        while not lines.empty():
+            seen.append(lines.get())
+        events = [json.loads(line)["event"] for line in seen if line.startswith("{")]
         assert "admission" in events
         assert events[-2:] == ["shutting_down", "stopped"]
     finally:

@@ -1,0 +1,348 @@
+"""Admission throughput, latency, CPU and memory: the injector against a floor, with wrk.
+
+Same machine, same run, same TLS keep-alive request (the recorded server-mesher
+AdmissionReview, compact). Every answer is checked by the wrk script (status 200, an
+AdmissionReview with the request's uid and a JSONPatch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from injector.tls import issue_certificates
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "admission" / "server-mesher.json"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk not found: installing it from the Debian archive", file=sys.stderr)
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    found = shutil.which("wrk")
+    assert found, "wrk did not install"
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Served:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def wait_http(url: str, *, context: ssl.SSLContext | None = None, limit: float = 30.0) -> float:
+    started = time.perf_counter()
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=context) as resp:
+                if resp.status == 200:
+                    return time.perf_counter() - started
+        except (OSError, ValueError):
+            pass
+        if time.perf_counter() - started > limit:
+            raise TimeoutError(f"{url} not ready in {limit}s")
+        time.sleep(0.005)
+
+
+def start_injector(certs: Path) -> tuple[Served, float]:
+    port, admin = free_port(), free_port()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "injector",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin),
+            "--tls-cert",
+            str(certs / "tls.crt"),
+            "--tls-key",
+            str(certs / "tls.key"),
+            "--template-file",
+            str(ROOT / "config" / "template.yaml"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{admin}/readyz")
+    return Served("injector", proc, port), time.perf_counter() - started
+
+
+def start_floor(certs: Path, answer: Path, *, fast: bool) -> Served:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.floor",
+            "--port",
+            str(port),
+            "--cert",
+            str(certs / "tls.crt"),
+            "--key",
+            str(certs / "tls.key"),
+            "--answer",
+            str(answer),
+            *(["--fast"] if fast else []),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "floor did not start"
+            time.sleep(0.01)
+    return Served("floor (json, asyncio)" if not fast else "floor (orjson, uvloop)", proc, port)
+
+
+def wrk(port: int, *, connections: int, seconds: float, body: Path, uid: str) -> dict[str, Any]:
+    threads = 1 if connections == 1 else 2
+    result = subprocess.run(
+        [
+            ensure_wrk(),
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(HERE / "post.lua"),
+            f"https://127.0.0.1:{port}",
+        ],
+        env={**os.environ, "BENCH_BODY": str(body), "BENCH_UID": uid},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(x for x in reversed(result.stdout.splitlines()) if x.startswith("{"))
+    data: dict[str, Any] = json.loads(line)
+    return data
+
+
+def measure(
+    served: Served, *, connections: int, seconds: float, body: Path, uid: str
+) -> dict[str, float]:
+    pid = served.proc.pid
+    cpu0 = cpu_seconds(pid)
+    run = wrk(served.port, connections=connections, seconds=seconds, body=body, uid=uid)
+    cpu = cpu_seconds(pid) - cpu0
+    requests = max(1, run["requests"])
+    return {
+        "rps": requests / (run["duration_us"] / 1e6),
+        "p50_ms": run["p50_us"] / 1000,
+        "p99_ms": run["p99_us"] / 1000,
+        "errors": run["errors"] + run["bad_answers"],
+        "cpu_us": cpu / requests * 1e6,
+        "rss_mib": rss_mib(pid),
+        "requests": requests,
+    }
+
+
+def median_of(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def spread(rows: list[dict[str, float]], key: str) -> str:
+    values = [r[key] for r in rows]
+    mid = statistics.median(values)
+    return f"{(max(values) - min(values)) / mid * 100:.0f}%" if mid else "-"
+
+
+def run(*, seconds: float, repeats: int, long_requests: int) -> str:
+    ensure_wrk()
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = Path(tmp)
+        bundle = issue_certificates(dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+        (certs / "tls.crt").write_bytes(bundle.cert)
+        (certs / "tls.key").write_bytes(bundle.key)
+        review = json.loads(FIXTURE.read_text())
+        uid = review["request"]["uid"]
+        body = certs / "body.json"
+        body.write_text(json.dumps(review, separators=(",", ":")))
+
+        ready = []
+        for _ in range(5):
+            served, took = start_injector(certs)
+            ready.append(took)
+            served.stop()
+
+        # The floor answers with the injector's own answer, byte for byte.
+        served, _ = start_injector(certs)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{served.port}/mutate",
+            data=body.read_bytes(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context) as resp:
+            (certs / "answer.json").write_bytes(resp.read())
+        served.stop()
+
+        results: dict[str, dict[int, list[dict[str, float]]]] = {}
+        for _ in range(repeats):
+            for kind in ("injector", "floor", "floor-fast"):
+                if kind == "injector":
+                    served, _ = start_injector(certs)
+                else:
+                    served = start_floor(certs, certs / "answer.json", fast=kind == "floor-fast")
+                try:
+                    wrk(served.port, connections=32, seconds=2, body=body, uid=uid)  # warm-up
+                    for connections in (1, 32):
+                        row = measure(
+                            served, connections=connections, seconds=seconds, body=body, uid=uid
+                        )
+                        results.setdefault(served.name, {}).setdefault(connections, []).append(row)
+                finally:
+                    served.stop()
+
+        # Memory over a long run: RSS after each quarter of `long_requests` admissions.
+        served, _ = start_injector(certs)
+        try:
+            rps = median_of(results["injector"][32], "rps")
+            quarter = max(1.0, long_requests / 4 / rps * 1.1)
+            wrk(served.port, connections=32, seconds=2, body=body, uid=uid)
+            rss = [rss_mib(served.proc.pid)]
+            total = 0
+            errors = 0
+            for _ in range(4):
+                row = measure(served, connections=32, seconds=quarter, body=body, uid=uid)
+                total += int(row["requests"])
+                errors += int(row["errors"])
+                rss.append(rss_mib(served.proc.pid))
+        finally:
+            served.stop()
+    return report(results, ready, rss, total, errors, seconds=seconds, repeats=repeats)
+
+
+def report(
+    results: dict[str, dict[int, list[dict[str, float]]]],
+    ready: list[float],
+    rss: list[float],
+    total: int,
+    errors: int,
+    *,
+    seconds: float,
+    repeats: int,
+) -> str:
+    lines = [
+        f"Each figure is the median of {repeats} runs of {seconds:g} s (spread = (max-min)/median).",
+        "",
+        "| server | conns | req/s | spread | p50 ms | p99 ms | errors | server CPU us/req | RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_conn in results.items():
+        for connections, rows in sorted(by_conn.items()):
+            lines.append(
+                f"| {name} | {connections} | {median_of(rows, 'rps'):,.0f} | {spread(rows, 'rps')} | "
+                f"{median_of(rows, 'p50_ms'):.2f} | {median_of(rows, 'p99_ms'):.2f} | "
+                f"{sum(int(r['errors']) for r in rows)} | {median_of(rows, 'cpu_us'):.0f} | "
+                f"{median_of(rows, 'rss_mib'):.0f} |"
+            )
+    lines += [
+        "",
+        "| ratio injector / floor | conns | throughput | CPU per request |",
+        "|---|---|---|---|",
+    ]
+    injector = results["injector"]
+    for floor in [n for n in results if n != "injector"]:
+        for connections in sorted(injector):
+            a, b = injector[connections], results[floor][connections]
+            lines.append(
+                f"| vs {floor} | {connections} | {median_of(a, 'rps') / median_of(b, 'rps'):.2f}x | "
+                f"{median_of(a, 'cpu_us') / median_of(b, 'cpu_us'):.2f}x |"
+            )
+    lines += [
+        "",
+        f"Start to ready (`/readyz` 200), 5 starts: median {statistics.median(ready) * 1000:.0f} ms, "
+        f"max {max(ready) * 1000:.0f} ms.",
+        "",
+        f"Memory over {total:,} admissions at 32 connections ({errors} errors): RSS after warm-up "
+        f"then after each quarter: {', '.join(f'{r:.1f}' for r in rss)} MiB.",
+    ]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    import aiohttp
+
+    return (
+        f"{os.cpu_count()} vCPU ({cpu}), Python {platform.python_version()}, "
+        f"aiohttp {aiohttp.__version__}, {ssl.OPENSSL_VERSION}, "
+        f"{subprocess.run(['wrk', '--version'], capture_output=True, text=True, check=False).stdout.split(chr(10))[0]}"
+    )
+
+
+def main() -> None:
+    seconds = float(os.environ.get("BENCH_SECONDS", "8"))
+    repeats = int(os.environ.get("BENCH_REPEATS", "3"))
+    long_requests = int(os.environ.get("BENCH_LONG", "200000"))
+    print(f"Machine: {machine()}\n")
+    print(run(seconds=seconds, repeats=repeats, long_requests=long_requests))
+
+
+if __name__ == "__main__":
+    main()

@@ -181,12 +181,13 @@ def decide(
                 f"{ann.SERVICE_PORTS}: port {port.port} is not declared by any container of the pod"
             )
 
+    ports_text = str(ports)
     ctx = RenderContext(
         pod_name=str(metadata.get("name") or ""),
         pod_namespace=str(namespace),
         service_name=service_name(metadata),
         service_version=service_version(metadata),
-        service_ports=str(ports),
+        service_ports=ports_text,
         discovery_type=discovery,
     )
     try:
@@ -208,7 +209,7 @@ def decide(
         warnings=tuple(warnings),
         patch=tuple(patch),
         discovery_type=discovery,
-        service_ports=str(ports),
+        service_ports=ports_text,
         revision=template.revision,
     )
 

@@ -20,6 +20,13 @@ from injector.template import Template
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Plain YAML: no &anchors / *aliases where one object appears twice."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 class ManualInjectionError(ValueError):
     """A document was denied or the input is not YAML manifests."""
 
@@ -57,7 +64,9 @@ def inject_documents(
                 f"{r.where}: denied ({r.outcome.reason}): {r.outcome.message}" for r in denied
             )
         )
-    return yaml.safe_dump_all(out, sort_keys=False, explicit_start=len(out) > 1), reports
+    return yaml.dump_all(
+        out, Dumper=_NoAliasDumper, sort_keys=False, explicit_start=len(out) > 1
+    ), reports
 
 
 def _inject(
@@ -126,7 +135,8 @@ def _inject_pod(
     reports.append(Report(where=label, outcome=outcome))
     if not outcome.patch:
         return doc
-    patched = jsonpatch.apply_patch(pod, list(outcome.patch))
+    # The patch shares the template's cached render: copy before building documents from it.
+    patched = copy.deepcopy(jsonpatch.apply_patch(pod, list(outcome.patch)))
     result = copy.deepcopy(doc)
     target = result if holder is doc else next(_pod_template_holders(result))
     if not isinstance(target.get("metadata"), dict):

@@ -290,6 +290,7 @@ class Server:
         self.injector.metrics.tls_cert_expiry.set(cert_not_after(cert))
         self._tasks.append(asyncio.create_task(await self._template_watcher()))
         self._tasks.append(asyncio.create_task(_every(s.reload_interval, self._check_tls)))
+        self._tasks.append(asyncio.create_task(_every(0.2, logs.flush)))
 
         admin = web.AppRunner(admin_app(self.injector), access_log=None)
         hook = web.AppRunner(
@@ -327,6 +328,7 @@ class Server:
         if self._api is not None:
             await self._api.close()
         self.injector.log.info("stopped")
+        logs.flush()
 
 
 async def serve(settings: Settings) -> None:

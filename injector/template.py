@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -41,6 +41,7 @@ CONTEXT_VARIABLES = frozenset(
         "template.revision",
     }
 )
+RENDER_CACHE_SIZE = 4096
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -75,7 +76,11 @@ SAMPLE_CONTEXT = RenderContext(
 
 @dataclass(frozen=True, slots=True)
 class Sidecar:
-    """What one rendering of the template adds to a pod. Fresh objects on every render."""
+    """What one rendering of the template adds to a pod.
+
+    Renders are cached by the values of the variables the template uses, so pods of one
+    workload share one Sidecar: treat it as read-only (copy before changing anything).
+    """
 
     containers: list[dict[str, Any]]
     init_containers: list[dict[str, Any]]
@@ -101,6 +106,8 @@ class Template:
     values: Mapping[str, str]
     _base: Renderer
     _fragments: Mapping[str, Renderer]
+    _used: tuple[str, ...]
+    _cache: dict[tuple[str, ...], Sidecar] = field(default_factory=dict, compare=False)
 
     def variables(self, ctx: RenderContext) -> dict[str, str]:
         variables = dict(self.values)
@@ -119,13 +126,23 @@ class Template:
 
     def render(self, ctx: RenderContext) -> Sidecar:
         """Render for one pod. `ctx.discovery_type` must be one of `discovery_types` (or
-        empty when the template declares none)."""
+        empty when the template declares none). The result is shared: read-only."""
         variables = self.variables(ctx)
+        key = (ctx.discovery_type, *[variables[name] for name in self._used])
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        if len(self._cache) >= RENDER_CACHE_SIZE:
+            self._cache.clear()  # a crude bound: distinct variable sets are few in practice
+        sidecar = self._cache[key] = self._render(ctx.discovery_type, variables)
+        return sidecar
+
+    def _render(self, discovery_type: str, variables: dict[str, str]) -> Sidecar:
         base: dict[str, Any] = self._base(variables)
         containers: list[dict[str, Any]] = base.get("containers", [])
         volumes: list[dict[str, Any]] = base.get("volumes", [])
-        if ctx.discovery_type:
-            fragment: dict[str, Any] = self._fragments[ctx.discovery_type](variables)
+        if discovery_type:
+            fragment: dict[str, Any] = self._fragments[discovery_type](variables)
             for container in containers:
                 if fragment.get("env"):
                     container["env"] = [*container.get("env", []), *fragment["env"]]
@@ -161,7 +178,8 @@ def load_template(text: str) -> Template:
     problems = _check_structure(document)
     values = _flatten_values(document.get("values") or {}, problems)
     known = CONTEXT_VARIABLES | values.keys()
-    for name in sorted(_variables_in(document)):
+    used = _variables_in(document)
+    for name in sorted(used):
         if name not in known:
             problems.append(f"unknown variable {{{{ {name} }}}}")
     if problems:
@@ -182,6 +200,7 @@ def load_template(text: str) -> Template:
         values=values,
         _base=_compile(base),
         _fragments={name: _compile(fragment or {}) for name, fragment in discovery.items()},
+        _used=tuple(sorted(used)),
     )
     for discovery_type in template.discovery_types or ("",):
         try:

@@ -80,3 +80,17 @@ def test_scalars_and_empty_documents_pass_through(template: Template) -> None:
     out, reports = inject_documents(text, template)
     assert list(yaml.safe_load_all(out)) == list(yaml.safe_load_all(text)) == [None, "just text"]
     assert reports == []
+
+
+def test_output_is_plain_yaml_without_anchors(template: Template) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "two", "annotations": {"sidecar.mesher.io/inject": "yes"}},
+        "spec": {"containers": [{"name": "a", "image": "a"}, {"name": "b", "image": "b"}]},
+    }
+    out, _ = inject_documents(yaml.safe_dump(pod), template)
+    assert "&id" not in out
+    assert "*id" not in out
+    doc = yaml.safe_load(out)
+    assert [e["name"] for e in doc["spec"]["containers"][1]["env"]] == ["http_proxy"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from injector.template import RenderContext, Template, TemplateError, load_template, sample_context
@@ -60,11 +62,25 @@ def test_variables_are_substituted_inside_strings_only(template: Template) -> No
     assert [c["name"] for c in template.render(ctx).containers] == ["mesher"]
 
 
-def test_each_render_returns_fresh_objects(template: Template) -> None:
+def test_renders_are_cached_by_the_variables_the_template_uses(template: Template) -> None:
     first = template.render(sample_context("sc"))
-    first.containers[0]["env"].clear()
-    second = template.render(sample_context("sc"))
-    assert second.containers[0]["env"]
+    # pod.name is not used by the default template: a pod of another name shares the render.
+    assert template.render(replace(sample_context("sc"), pod_name="other")) is first
+    other = template.render(replace(sample_context("sc"), service_name="other"))
+    assert other is not first
+    assert {"name": "SERVICE_NAME", "value": "other"} in other.containers[0]["env"]
+    assert {"name": "SERVICE_NAME", "value": "sample"} in first.containers[0]["env"]
+    pilot = template.render(sample_context("pilot"))
+    assert pilot is not first
+    assert "PILOT_ADDR" in {e["name"] for e in pilot.containers[0]["env"]}
+
+
+def test_the_render_cache_is_bounded(template: Template) -> None:
+    from injector.template import RENDER_CACHE_SIZE
+
+    for n in range(RENDER_CACHE_SIZE + 10):
+        template.render(replace(sample_context("sc"), service_name=f"s{n}"))
+    assert len(template._cache) <= RENDER_CACHE_SIZE
 
 
 def test_the_recorded_configmap_template_is_valid() -> None:

@@ -1,3 +1,7 @@
-from bench.reload import main
+"""`python -m bench`: the throughput benchmark, then reload propagation."""
 
-main()
+from bench import reload, throughput
+
+throughput.main()
+print()
+reload.main()

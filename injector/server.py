@@ -75,10 +75,8 @@ class Injector:
         }
         if reload.result in ("rejected", "deleted"):
             self.log.warning("template_reload", error=reload.error, **fields)
-        elif reload.result == "applied":
-            self.log.info("template_reload", **fields)
         else:
-            self.log.debug("template_reload", **fields)
+            self.log.info("template_reload", **fields)
 
 
 INJECTOR = web.AppKey("injector", Injector)

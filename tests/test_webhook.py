@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import ssl
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 
-from tests.conftest import Running
+from tests.conftest import Running, start_server
 from tests.expectations import EXPECTED, check_answer
 from tests.helpers import (
     ADMISSION,
@@ -266,3 +269,25 @@ async def test_concurrent_admissions_each_see_exactly_one_revision(running: Runn
         stop.set()
         await swapper
     assert seen == set(image_of)
+
+
+async def test_shutdown_turns_not_ready_and_keeps_answering_while_it_drains(tmp_path: Path) -> None:
+    """SIGTERM's path: /readyz fails at once, admissions are still answered for
+    --drain-seconds (while the endpoint is removed), then the port closes."""
+    server, _ = await start_server(tmp_path, drain_seconds=0.5)
+    ctx = ssl.create_default_context(cafile=str(server.ca_file))
+    body = json.dumps(admission_fixture("server-mesher")).encode()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+        url = f"https://localhost:{server.port}/mutate"
+        stopping = asyncio.create_task(server.stop())
+        await wait_until(lambda: server.injector.shutting_down)
+        async with session.get(f"http://127.0.0.1:{server.admin_port}/readyz") as resp:
+            assert resp.status == 503
+        async with session.post(url, data=body, headers=HEADERS) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["response"]["allowed"] is True
+        assert not stopping.done()
+        await stopping
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with session.post(url, data=body, headers=HEADERS):
+                pass

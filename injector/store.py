@@ -90,25 +90,22 @@ class TemplateStore:
         )
 
     def reject(self, *, source: str, why: str) -> Reload:
-        """A new template could not even be read: record it, keep the last good one."""
-        self._last_error = Rejection(source=source, error=why, at=self._clock())
-        active = self._active
-        return Reload(
-            result="rejected",
-            source=source,
-            error=why,
-            previous_revision=active.template.revision if active else "",
-        )
+        """A new template could not be used: record why, keep the last good one."""
+        return self._keep(result="rejected", source=source, why=why)
 
     def source_gone(self, *, source: str, why: str) -> Reload:
         """The template's source vanished: keep serving the last good template."""
+        return self._keep(result="deleted", source=source, why=why)
+
+    def _keep(self, *, result: ReloadResult, source: str, why: str) -> Reload:
         self._last_error = Rejection(source=source, error=why, at=self._clock())
         active = self._active
         return Reload(
-            result="deleted",
+            result=result,
             source=source,
-            revision=active.template.revision if active else "",
-            version=active.template.version if active else "",
             error=why,
+            # A deletion reports what keeps serving; a rejection, what was offered (nothing).
+            revision=active.template.revision if active and result == "deleted" else "",
+            version=active.template.version if active and result == "deleted" else "",
             previous_revision=active.template.revision if active else "",
         )

@@ -40,17 +40,18 @@ class Running:
 async def start_server(tmp_path: Path, **overrides: object) -> tuple[Server, Path]:
     template_file = tmp_path / "template.yaml"
     shutil.copy(DEFAULT_TEMPLATE, template_file)
-    settings = Settings(
-        host="127.0.0.1",
-        port=0,
-        admin_port=0,
-        self_signed=True,
-        self_signed_dir=tmp_path / "certs",
-        template_file=template_file,
-        reload_interval=0.02,
-        shutdown_timeout=5.0,
-        **overrides,  # type: ignore[arg-type]
-    )
+    options: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "admin_port": 0,
+        "self_signed": True,
+        "self_signed_dir": tmp_path / "certs",
+        "template_file": template_file,
+        "reload_interval": 0.02,
+        "shutdown_timeout": 5.0,
+    }
+    options.update(overrides)
+    settings = Settings(**options)  # type: ignore[arg-type]
     server = Server(settings)
     await server.start()
     return server, template_file

@@ -60,8 +60,28 @@ def test_every_kustomization_resource_exists() -> None:
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-@pytest.mark.parametrize("folder", ["deploy", "deploy/cert-manager", "deploy/examples"])
-def test_kustomize_builds(folder: str) -> None:
+@pytest.mark.parametrize(
+    ("folder", "expected"),
+    [
+        (
+            "deploy",
+            {
+                "Namespace",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "ConfigMap",
+                "Service",
+                "Deployment",
+                "PodDisruptionBudget",
+                "MutatingWebhookConfiguration",
+            },
+        ),
+        ("deploy/cert-manager", {"Issuer", "Certificate", "MutatingWebhookConfiguration"}),
+        ("deploy/examples", {"Namespace", "Deployment", "Service"}),
+    ],
+)
+def test_kustomize_builds(folder: str, expected: set[str]) -> None:
     result = subprocess.run(
         ["kubectl", "kustomize", folder],
         cwd=ROOT,
@@ -71,8 +91,12 @@ def test_kustomize_builds(folder: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    kinds = [d["kind"] for d in yaml.safe_load_all(result.stdout) if d]
-    assert kinds
+    built = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert expected <= {d["kind"] for d in built}
+    configmaps = [d for d in built if d["kind"] == "ConfigMap"]
+    for configmap in configmaps:  # generated without a name hash, holding config/'s template
+        assert configmap["metadata"]["name"] == "mesher-sidecar-template"
+        assert configmap["data"]["template.yaml"] == DEFAULT_TEMPLATE.read_text()
 
 
 def test_the_template_configmap_equals_config() -> None:

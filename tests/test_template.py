@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from injector.template import RenderContext, Template, TemplateError, load_template, sample_context
+from injector.template import Template, TemplateError, load_template, sample_context
 from tests.helpers import DEFAULT_TEMPLATE, KUBE_API
 
 MINIMAL = (
@@ -48,14 +48,7 @@ def test_default_template_carries_the_mesher_facts(template: Template) -> None:
 
 
 def test_variables_are_substituted_inside_strings_only(template: Template) -> None:
-    ctx = RenderContext(
-        pod_name="p",
-        pod_namespace="ns",
-        service_name='x"\n- name: evil',
-        service_version="2",
-        service_ports="rest:1",
-        discovery_type="sc",
-    )
+    ctx = replace(sample_context("sc"), service_name='x"\n- name: evil')
     (mesher,) = template.render(ctx).containers
     env = {e["name"]: e.get("value") for e in mesher["env"]}
     assert env["SERVICE_NAME"] == 'x"\n- name: evil'

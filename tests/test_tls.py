@@ -16,8 +16,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from injector.server import Server
-from injector.settings import Settings
 from injector.tls import CertBundle, issue_certificates
+from tests.conftest import start_server
 from tests.helpers import ROOT, wait_until
 
 
@@ -104,6 +104,14 @@ def der(bundle: CertBundle) -> bytes:
     return x509.load_pem_x509_certificate(bundle.cert).public_bytes(Encoding.DER)
 
 
+async def serve_files(directory: Path) -> Server:
+    """The injector on `directory`/tls.crt and tls.key (no self-signed)."""
+    server, _ = await start_server(
+        directory, self_signed=False, tls_cert=directory / "tls.crt", tls_key=directory / "tls.key"
+    )
+    return server
+
+
 @pytest.fixture
 def pairs() -> tuple[CertBundle, CertBundle]:
     return (
@@ -117,19 +125,7 @@ async def test_rotation_is_served_without_restart_and_a_half_written_one_is_refu
 ) -> None:
     old, new = pairs
     write_pair(tmp_path, old)
-    (tmp_path / "template.yaml").write_text((ROOT / "config" / "template.yaml").read_text())
-    server = Server(
-        Settings(
-            host="127.0.0.1",
-            port=0,
-            admin_port=0,
-            tls_cert=tmp_path / "tls.crt",
-            tls_key=tmp_path / "tls.key",
-            template_file=tmp_path / "template.yaml",
-            reload_interval=0.02,
-        )
-    )
-    await server.start()
+    server = await serve_files(tmp_path)
     metrics = server.injector.metrics
     try:
         assert await served_cert(server.port) == der(old)
@@ -170,19 +166,7 @@ async def test_mounted_secret_symlink_swap_is_a_rotation(
     (tmp_path / "..data").symlink_to("v1")
     for file in ("tls.crt", "tls.key"):
         (tmp_path / file).symlink_to(f"..data/{file}")
-    (tmp_path / "template.yaml").write_text((ROOT / "config" / "template.yaml").read_text())
-    server = Server(
-        Settings(
-            host="127.0.0.1",
-            port=0,
-            admin_port=0,
-            tls_cert=tmp_path / "tls.crt",
-            tls_key=tmp_path / "tls.key",
-            template_file=tmp_path / "template.yaml",
-            reload_interval=0.02,
-        )
-    )
-    await server.start()
+    server = await serve_files(tmp_path)
     try:
         assert await served_cert(server.port) == der(old)
         (tmp_path / "..data_tmp").symlink_to("v2")
@@ -235,8 +219,6 @@ async def test_tls_below_1_2_is_refused(running_tls_port: int, tmp_path: Path) -
 
 @pytest.fixture
 async def running_tls_port(tmp_path: Path) -> object:
-    from tests.conftest import start_server
-
     server, _ = await start_server(tmp_path)
     yield server.port
     await server.stop()

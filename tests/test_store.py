@@ -45,9 +45,10 @@ def test_a_vanished_source_keeps_the_last_good_template() -> None:
     store = TemplateStore(clock=clock())
     assert store.source_gone(source="a", why="gone").revision == ""
     assert store.template is None
-    store.offer(GOOD, source="a")
-    good = store.template
+    applied = store.offer(GOOD, source="a")
     reload = store.source_gone(source="a", why="deleted")
-    assert (reload.result, reload.revision) == ("deleted", good.revision)  # type: ignore[union-attr]
+    assert (reload.result, reload.revision) == ("deleted", applied.revision)
+    good = store.active.template if store.active else None
+    assert good is not None
     assert store.template is good
     assert store.last_error.error == "deleted"  # type: ignore[union-attr]

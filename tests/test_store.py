@@ -41,14 +41,21 @@ def test_invalid_template_is_rejected_and_the_last_good_keeps_serving() -> None:
     assert store.last_error is None
 
 
+def test_a_vanished_source_before_any_template_leaves_none() -> None:
+    store = TemplateStore(clock=clock())
+    reload = store.source_gone(source="a", why="gone")
+    assert (reload.result, reload.revision) == ("deleted", "")
+    assert store.template is None
+    assert store.last_error is not None
+
+
 def test_a_vanished_source_keeps_the_last_good_template() -> None:
     store = TemplateStore(clock=clock())
-    assert store.source_gone(source="a", why="gone").revision == ""
-    assert store.template is None
     applied = store.offer(GOOD, source="a")
+    good = store.template
+    assert good is not None
     reload = store.source_gone(source="a", why="deleted")
     assert (reload.result, reload.revision) == ("deleted", applied.revision)
-    good = store.active.template if store.active else None
-    assert good is not None
     assert store.template is good
-    assert store.last_error.error == "deleted"  # type: ignore[union-attr]
+    assert store.last_error is not None
+    assert store.last_error.error == "deleted"

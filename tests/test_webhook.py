@@ -291,3 +291,25 @@ async def test_shutdown_turns_not_ready_and_keeps_answering_while_it_drains(tmp_
         with pytest.raises(aiohttp.ClientConnectionError):
             async with session.post(url, data=body, headers=HEADERS):
                 pass
+
+
+async def test_the_injectors_own_namespace_is_excluded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "chassis")  # as if the injector ran in chassis
+    server, _ = await start_server(tmp_path)
+    try:
+        assert "chassis" in server.injector.excluded
+        ctx = ssl.create_default_context(cafile=str(server.ca_file))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+            url = f"https://localhost:{server.port}/mutate"
+            async with session.post(url, json=admission_fixture("server-mesher")) as resp:
+                answer = await resp.json()
+        assert "patch" not in answer["response"]
+        counted = server.injector.metrics.registry.get_sample_value(
+            "mesher_injector_decisions_total",
+            {"decision": "skipped", "reason": "excluded-namespace"},
+        )
+        assert counted == 1
+    finally:
+        await server.stop()

@@ -30,7 +30,7 @@ from injector.admission import (
 from injector.metrics import Metrics
 from injector.settings import Settings, own_namespace
 from injector.sources.configmap import ConfigMapRef, ConfigMapSource, Restart, api_client_for
-from injector.sources.file import FileSource, watch_file
+from injector.sources.file import FileSource
 from injector.store import Reload, TemplateStore
 from injector.tls import ReloadingTls, cert_not_after, write_self_signed
 
@@ -205,10 +205,14 @@ def admin_app(injector: Injector) -> web.Application:
     return app
 
 
-async def _every(interval: float, step: Callable[[], None]) -> None:
+async def _every(interval: float, step: Callable[[], None], log: Any) -> None:
+    """Run `step` every `interval` seconds; a failing step is logged, never fatal."""
     while True:
         await asyncio.sleep(interval)
-        step()
+        try:
+            step()
+        except Exception:
+            log.exception("background_step_failed", step=getattr(step, "__name__", repr(step)))
 
 
 class Server:
@@ -259,12 +263,14 @@ class Server:
         injector = self.injector
         if s.template_source == "file":
             source = FileSource(s.template_file)
-            reload = source.poll(injector.store)
-            if reload is not None:
-                injector.report_reload(reload)
-            return watch_file(
-                source, injector.store, injector.report_reload, interval=s.reload_interval
-            )
+
+            def poll_template_file() -> None:
+                reload = source.poll(injector.store)
+                if reload is not None:
+                    injector.report_reload(reload)
+
+            poll_template_file()
+            return _every(s.reload_interval, poll_template_file, injector.log)
         if s.template_source == "configmap":
             ref = ConfigMapRef.parse(s.configmap)
             self._api = await api_client_for(s.kube_api_server)
@@ -287,8 +293,9 @@ class Server:
         self.tls = ReloadingTls(cert, key)
         self.injector.metrics.tls_cert_expiry.set(cert_not_after(cert))
         self._tasks.append(asyncio.create_task(await self._template_watcher()))
-        self._tasks.append(asyncio.create_task(_every(s.reload_interval, self._check_tls)))
-        self._tasks.append(asyncio.create_task(_every(0.2, logs.flush)))
+        log = self.injector.log
+        self._tasks.append(asyncio.create_task(_every(s.reload_interval, self._check_tls, log)))
+        self._tasks.append(asyncio.create_task(_every(0.2, logs.flush, log)))
 
         admin = web.AppRunner(admin_app(self.injector), access_log=None)
         hook = web.AppRunner(

@@ -5,9 +5,7 @@ Change is detected by content hash, so a mounted ConfigMap's symlink swap counts
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 
 from injector.store import Reload, TemplateStore
@@ -45,17 +43,3 @@ class FileSource:
         except UnicodeDecodeError as exc:
             return store.reject(source=self.description, why=f"template is not UTF-8: {exc}")
         return store.offer(text, source=self.description)
-
-
-async def watch_file(
-    source: FileSource,
-    store: TemplateStore,
-    report: Callable[[Reload], None],
-    *,
-    interval: float = 0.25,
-) -> None:
-    while True:
-        reload = source.poll(store)
-        if reload is not None:
-            report(reload)
-        await asyncio.sleep(interval)

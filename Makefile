@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint types unit e2e bench image deploy-template clean
+.PHONY: venv run test lint types unit e2e bench image deploy-template k8s-schema clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
@@ -39,6 +39,12 @@ e2e: $(STAMP)
 
 image:
 	docker build -t mesher-injector:0.1.0 .
+
+# The Kubernetes schema the template is checked against, trimmed from the recorded OpenAPI.
+k8s-schema: $(STAMP)
+	$(BIN)/python -c 'import json; from injector.schema import trim; \
+		d = json.load(open("tests/fixtures/kube-api/openapi-v3-api-v1.json")); \
+		open("injector/k8s_schema.json", "w").write(json.dumps(trim(d), indent=1, sort_keys=True) + "\n")'
 
 # kustomize cannot read above deploy/, so deploy/ holds a copy of the template.
 deploy-template:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from injector import schema
+
 TOP_LEVEL_KEYS = frozenset(
     {
         "version",
@@ -176,6 +178,8 @@ def load_template(text: str) -> Template:
     if not isinstance(document, dict):
         raise TemplateError(["the template must be a YAML mapping"])
     problems = _check_structure(document)
+    if not problems:  # the API schema's own words, once the basic shape is right
+        problems += _check_schema(document)
     values = _flatten_values(document.get("values") or {}, problems)
     known = CONTEXT_VARIABLES | values.keys()
     used = _variables_in(document)
@@ -297,6 +301,30 @@ def _check_structure(doc: dict[str, Any]) -> list[str]:
         )
     if default_type is None and discovery:
         problems.append("defaults.discoveryType is required when discovery types are declared")
+    return problems
+
+
+def _check_schema(doc: dict[str, Any]) -> list[str]:
+    """Every part checked as the Kubernetes type it becomes (unknown fields, wrong types)."""
+    parts: list[tuple[str, str, list[Any]]] = [
+        ("containers", "Container", doc.get("containers") or []),
+        ("initContainers", "Container", doc.get("initContainers") or []),
+        ("volumes", "Volume", doc.get("volumes") or []),
+        ("imagePullSecrets", "LocalObjectReference", doc.get("imagePullSecrets") or []),
+        ("appEnv", "EnvVar", doc.get("appEnv") or []),
+    ]
+    for dtype, fragment in (doc.get("discovery") or {}).items():
+        for key, kind in (
+            ("env", "EnvVar"),
+            ("volumes", "Volume"),
+            ("volumeMounts", "VolumeMount"),
+        ):
+            parts.append((f"discovery.{dtype}.{key}", kind, (fragment or {}).get(key) or []))
+    problems: list[str] = []
+    for where, kind, items in parts:
+        for index, item in enumerate(items):
+            name = item.get("name", index) if isinstance(item, dict) else index
+            problems += schema.check(item, kind, f"{where}[{name}]")
     return problems
 
 

@@ -119,18 +119,25 @@ def decide(
     *,
     excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
 ) -> Outcome:
-    kind = (request.get("kind") or {}).get("kind")
+    """Raises BadReview when the pod is not shaped like a Pod (never sent by an API server)."""
+    kind = request.get("kind")
     pod = request.get("object")
     if (
-        kind != "Pod"
+        not isinstance(kind, dict)
+        or kind.get("kind") != "Pod"
         or request.get("operation") != "CREATE"
         or request.get("subResource")
         or not isinstance(pod, dict)
     ):
         return _skip("not-a-pod-create", "only pod CREATE requests are mutated")
+    problem = pod_shape_problem(pod)
+    if problem:
+        raise BadReview(f"request.object is not a valid Pod: {problem}")
     metadata: Mapping[str, Any] = pod.get("metadata") or {}
     spec: Mapping[str, Any] = pod.get("spec") or {}
     namespace = request.get("namespace") or metadata.get("namespace") or ""
+    if not isinstance(namespace, str):
+        raise BadReview("request.namespace must be a string")
     if namespace in excluded_namespaces:
         return _skip("excluded-namespace", f"namespace {namespace!r} is never injected")
 
@@ -173,7 +180,7 @@ def decide(
         p.get("containerPort")
         for c in spec.get("containers") or []
         for p in (c.get("ports") or [])
-        if isinstance(p, dict)
+        if isinstance(p.get("containerPort"), int)
     }
     for port in ports.ports:
         if port.port not in declared:
@@ -212,6 +219,48 @@ def decide(
         service_ports=ports_text,
         revision=template.revision,
     )
+
+
+def pod_shape_problem(pod: Mapping[str, Any]) -> str:
+    """What makes `pod` unusable as a Pod (wrong JSON types where decide reads), or ''."""
+    metadata, spec = pod.get("metadata") or {}, pod.get("spec")
+    if not isinstance(metadata, dict):
+        return "metadata must be an object"
+    if not isinstance(spec, dict):
+        return "spec must be an object"
+    if not isinstance(spec.get("containers"), list) or not spec["containers"]:
+        return "spec.containers must be a non-empty list of objects"
+    for name in ("annotations", "labels"):
+        if not isinstance(metadata.get(name) or {}, dict):
+            return f"metadata.{name} must be an object"
+    for name in ("name", "generateName", "namespace"):
+        if not isinstance(metadata.get(name) or "", str):
+            return f"metadata.{name} must be a string"
+    lists = [("metadata.ownerReferences", metadata.get("ownerReferences"))]
+    lists += [(f"spec.{n}", spec.get(n)) for n in ("containers", "initContainers", "volumes")]
+    lists += [("spec.imagePullSecrets", spec.get("imagePullSecrets"))]
+    problem = _list_problem(lists)
+    if problem:
+        return problem
+    return _list_problem(
+        [
+            (f"spec.{group}[{index}].{field}", container.get(field))
+            for group in ("containers", "initContainers")
+            for index, container in enumerate(spec.get(group) or [])
+            for field in ("env", "ports")
+        ]
+    )
+
+
+def _list_problem(lists: list[tuple[str, Any]]) -> str:
+    for where, items in lists:
+        if items is None:
+            continue
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            return f"{where} must be a list of objects"
+        if any(not isinstance(i.get("name", ""), str) for i in items):
+            return f"{where}: every name must be a string"
+    return ""
 
 
 def service_name(metadata: Mapping[str, Any]) -> str:

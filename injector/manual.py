@@ -14,7 +14,7 @@ from typing import Any
 import jsonpatch
 import yaml
 
-from injector.admission import DEFAULT_EXCLUDED_NAMESPACES, Outcome, decide
+from injector.admission import DEFAULT_EXCLUDED_NAMESPACES, BadReview, Outcome, decide
 from injector.template import Template
 
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
@@ -131,7 +131,10 @@ def _inject_pod(
         "namespace": namespace,
         "object": pod,
     }
-    outcome = decide(request, template, excluded_namespaces=excluded)
+    try:
+        outcome = decide(request, template, excluded_namespaces=excluded)
+    except BadReview as exc:
+        raise ManualInjectionError(f"{label}: {exc}") from exc
     reports.append(Report(where=label, outcome=outcome))
     if not outcome.patch:
         return doc

@@ -113,6 +113,8 @@ async def mutate(request: web.Request) -> web.StreamResponse:
         outcome = decide(
             review.request, injector.store.template, excluded_namespaces=injector.excluded
         )
+    except BadReview as exc:
+        return _bad_request(injector, "not-a-valid-pod", str(exc))
     except Exception:  # a bug must deny, not admit a pod half-injected or crash
         injector.log.exception("decision_failed", uid=review.uid)
         outcome = Outcome(

@@ -94,3 +94,14 @@ def test_output_is_plain_yaml_without_anchors(template: Template) -> None:
     assert "*id" not in out
     doc = yaml.safe_load(out)
     assert [e["name"] for e in doc["spec"]["containers"][1]["env"]] == ["http_proxy"]
+
+
+def test_a_pod_template_of_the_wrong_shape_is_a_clear_error(template: Template) -> None:
+    text = load("deployment.yaml").replace(
+        "      containers:\n", "      containers: nope\n      x:\n"
+    )
+    with pytest.raises(
+        ManualInjectionError,
+        match=r"Deployment/server-mesher.*spec.containers must be a non-empty list",
+    ):
+        inject_documents(text, template)

@@ -4,14 +4,21 @@ injected pod is a no-op."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from injector.admission import REASONS, build_response, decide, parse_review
+from injector.admission import REASONS, BadReview, build_response, decide, parse_review
 from injector.template import Template, load_template
-from tests.helpers import DEFAULT_TEMPLATE, apply, assert_only_added, decode_patch
+from tests.helpers import (
+    DEFAULT_TEMPLATE,
+    admission_fixture,
+    apply,
+    assert_only_added,
+    decode_patch,
+)
 
 TEMPLATE: Template = load_template(DEFAULT_TEMPLATE.read_text())
 
@@ -123,3 +130,51 @@ def test_decisions_never_crash_and_patches_only_add(pod: dict[str, Any]) -> None
     again = decide(parse_review(review_of(patched)).request, TEMPLATE)
     assert (again.decision, again.reason) == ("skipped", "already-injected")
     assert again.patch == ()
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _paths(value, (*prefix, index))
+    return found
+
+
+RECORDED_POD = admission_fixture("rich-pod")["request"]["object"]
+POD_PATHS = _paths(RECORDED_POD)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(POD_PATHS), json_values), min_size=1, max_size=3))
+def test_a_recorded_pod_with_any_field_broken_is_decided_or_refused_never_crashes(
+    edits: list[tuple[tuple[Any, ...], Any]],
+) -> None:
+    pod = copy.deepcopy(RECORDED_POD)
+    for path, value in edits:
+        node = pod
+        try:
+            for step in path[:-1]:
+                node = node[step]
+            node[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier edit changed the shape above this path
+    refused = ""
+    try:
+        outcome = decide(parse_review(review_of(pod)).request, TEMPLATE)
+    except BadReview as exc:
+        refused = str(exc)
+    if refused:
+        assert refused.startswith("request.object is not a valid Pod:")
+        return
+    if outcome.patch:
+        apply(pod, list(outcome.patch))

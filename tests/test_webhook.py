@@ -313,3 +313,13 @@ async def test_the_injectors_own_namespace_is_excluded(
         assert counted == 1
     finally:
         await server.stop()
+
+
+async def test_a_pod_of_the_wrong_shape_gets_400_naming_the_field(running: Running) -> None:
+    review = admission_fixture("server-mesher")
+    review["request"]["object"]["spec"]["containers"] = {"server": {}}
+    status, answer = await post(running, json.dumps(review).encode())
+    assert status == 400
+    assert answer["error"] == (
+        "request.object is not a valid Pod: spec.containers must be a non-empty list of objects"
+    )

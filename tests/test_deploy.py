@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -279,3 +282,77 @@ def test_dockerfile_runs_as_a_numeric_non_root_user_from_the_lock_file() -> None
     assert 'ENTRYPOINT ["mesher-injector"]' in text
     assert "EXPOSE 8443 8080" in text
     assert text.count("FROM ") == 2
+
+
+def fake_kubectl(tmp_path: Path, *, secret_ca: str | None) -> tuple[Path, Path]:
+    """A kubectl that records its arguments (and the files it is given) and answers the
+    one query install.sh makes: the existing TLS Secret's ca.crt, if any."""
+    log = tmp_path / "kubectl.log"
+    script = tmp_path / "kubectl"
+    answer = f'echo -n "{secret_ca}"; exit 0' if secret_ca else "exit 1"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        f'printf "%s\\n" "$*" >> "{log}"\n'
+        'for a in "$@"; do if [ -f "$a" ] && [ "${a##*.}" = yaml ]; then cp "$a" "'
+        + str(tmp_path)
+        + '/applied-$(basename "$a")"; fi; done\n'
+        'case "$*" in *"get secret"*"-o jsonpath"*) ' + answer + ";; esac\n"
+        'case "$*" in *"get secret"*) exit ' + ("0" if secret_ca else "1") + ";; esac\n"
+        "exit 0\n"
+    )
+    script.chmod(0o755)
+    cli = tmp_path / "mesher-injector"
+    cli.write_text(f'#!/usr/bin/env bash\nexec "{sys.executable}" -m injector "$@"\n')
+    cli.chmod(0o755)
+    return script, log
+
+
+def run_install(
+    tmp_path: Path, kubectl: Path, cli: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(DEPLOY / "install.sh")],
+        env={**os.environ, "KUBECTL": str(kubectl), "MESHER_INJECTOR": str(cli), **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_install_issues_a_certificate_applies_everything_and_sets_the_ca_bundle(
+    tmp_path: Path,
+) -> None:
+    kubectl, log = fake_kubectl(tmp_path, secret_ca=None)
+    result = run_install(tmp_path, kubectl, tmp_path / "mesher-injector")
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0] == f"apply -f {BASE}/namespace.yaml"
+    secret = yaml.safe_load((tmp_path / "applied-secret.yaml").read_text())
+    assert secret["metadata"]["name"] == "mesher-injector-tls"
+    assert f"apply -k {DEPLOY}" in calls
+    patch_call = next(
+        c for c in calls if c.startswith("patch mutatingwebhookconfiguration mesher-injector")
+    )
+    patch = json.loads(patch_call.split(" -p ", 1)[1])
+    assert patch == [
+        {
+            "op": "add",
+            "path": "/webhooks/0/clientConfig/caBundle",
+            "value": secret["data"]["ca.crt"],
+        }
+    ]
+    assert calls[-1].startswith("-n mesher-system rollout status deployment/mesher-injector")
+
+
+def test_install_reuses_an_existing_secret_unless_asked_to_rotate(tmp_path: Path) -> None:
+    kubectl, log = fake_kubectl(tmp_path, secret_ca="Q0EtRlJPTS1TRUNSRVQ=")
+    result = run_install(tmp_path, kubectl, tmp_path / "mesher-injector")
+    assert result.returncode == 0, result.stderr
+    assert "reusing Secret" in result.stdout
+    assert not (tmp_path / "applied-secret.yaml").exists()
+    assert '"value":"Q0EtRlJPTS1TRUNSRVQ="' in log.read_text()
+    rotated = run_install(tmp_path, kubectl, tmp_path / "mesher-injector", ROTATE="1")
+    assert rotated.returncode == 0, rotated.stderr
+    assert (tmp_path / "applied-secret.yaml").exists()

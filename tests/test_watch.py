@@ -195,7 +195,7 @@ async def test_silent_server_trips_the_read_timeout_and_reconnects() -> None:
         assert api.watches()[1].resource_version == "238"
 
 
-async def test_unreachable_api_server_backs_off_and_recovers(unused_tcp_port: int) -> None:
+async def test_unreachable_api_server_is_retried_with_backoff(unused_tcp_port: int) -> None:
     api_client = client.ApiClient(
         configuration=client.Configuration(host=f"http://127.0.0.1:{unused_tcp_port}")
     )

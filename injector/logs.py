@@ -33,6 +33,11 @@ def _json(_logger: Any, _method: str, event: dict[str, Any]) -> bytes:
     return orjson.dumps(event, default=str)
 
 
+def _json_text(_logger: Any, _method: str, event: dict[str, Any]) -> str:
+    """The same for stdlib's formatter, which must return text."""
+    return orjson.dumps(event, default=str).decode()
+
+
 class _LineWriter:
     """Whole lines to one binary stream, from structlog and from stdlib handlers alike.
 
@@ -125,9 +130,14 @@ def configure(
     *, log_format: str = "json", level: str = "info", stream: BinaryIO | None = None
 ) -> None:
     global _writer
+    if _writer is None:
+        atexit.register(flush)
+    else:
+        _writer.flush()
     writer = _writer = _LineWriter(stream or sys.stdout.buffer)
-    atexit.register(flush)
-    renderer: Any = _json if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    console = structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = _json if log_format == "json" else console
+    foreign_renderer: Any = _json_text if log_format == "json" else console
     timestamper = _Timestamper()
     structlog.configure(
         # No merge_contextvars: nothing binds context variables, and this chain runs per admission.
@@ -150,7 +160,7 @@ def configure(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            renderer,
+            foreign_renderer,
         ],
     )
     root = logging.getLogger()

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from injector import logs
+
+
+@pytest.fixture
+def stream() -> Iterator[io.BytesIO]:
+    out = io.BytesIO()
+    logs.configure(log_format="json", level="info", stream=out)
+    yield out
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
+
+
+def lines(out: io.BytesIO) -> list[dict[str, object]]:
+    logs.flush()
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_our_events_and_library_logs_are_the_same_json_lines(stream: io.BytesIO) -> None:
+    logs.get_logger("mesher_injector").info("admission", uid="u1", decision="injected")
+    logging.getLogger("aiohttp.server").warning("library says %s", "hi")
+    ours, theirs = lines(stream)
+    assert ours["event"] == "admission"
+    assert ours["uid"] == "u1"
+    assert ours["level"] == "info"
+    assert ours["logger"] == "mesher_injector"
+    assert str(ours["timestamp"]).endswith("Z")
+    assert theirs["event"] == "library says hi"
+    assert theirs["level"] == "warning"
+    assert theirs["logger"] == "aiohttp.server"
+
+
+def test_lines_wait_for_a_flush_or_a_full_batch(stream: io.BytesIO) -> None:
+    log = logs.get_logger("t")
+    log.info("one")
+    assert stream.getvalue() == b""
+    for n in range(logs._LineWriter.BATCH):
+        log.info("many", n=n)
+    assert stream.getvalue().count(b"\n") == logs._LineWriter.BATCH
+    assert len(lines(stream)) == logs._LineWriter.BATCH + 1
+
+
+def test_below_the_level_nothing_is_written(stream: io.BytesIO) -> None:
+    logs.configure(log_format="json", level="warning", stream=stream)
+    logs.get_logger("t").info("quiet")
+    logs.get_logger("t").warning("loud")
+    assert [line["event"] for line in lines(stream)] == ["loud"]
+
+
+def test_exceptions_are_rendered_into_the_line(stream: io.BytesIO) -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logs.get_logger("t").exception("failed")
+    (line,) = lines(stream)
+    assert "ValueError: boom" in str(line["exception"])

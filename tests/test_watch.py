@@ -212,6 +212,7 @@ async def test_unreachable_api_server_is_retried_with_backoff(unused_tcp_port: i
     try:
         await wait_until(lambda: len(restarts) >= 3)
         assert {r.reason for r in restarts} == {"disconnected"}
+        assert all(r.relist for r in restarts)  # nothing listed yet: each retry lists
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

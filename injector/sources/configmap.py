@@ -16,7 +16,7 @@ import json
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -173,6 +173,8 @@ class ConfigMapSource:
                 raise
             except Exception as exc:
                 restart = classify(exc)
+                if not self.resource_version:  # the list itself failed: it is retried
+                    restart = replace(restart, relist=True)
             failures = failures + 1 if restart.failed else 0
             delay = self.backoff.delay(failures, self.jitter())
             self.on_restart(restart, delay)

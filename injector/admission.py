@@ -147,7 +147,7 @@ def decide(
     if not choice.requested:
         return _skip("not-requested", f"{ann.INJECT} is not yes", warnings)
     containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
-    names = {c.get("name") for c in containers if isinstance(c, dict)}
+    names = {c.get("name") for c in containers}  # pod_shape_problem: all objects
     if annotations.get(ann.STATUS) == ann.STATUS_INJECTED:
         return _skip("already-injected", f"{ann.STATUS} is {ann.STATUS_INJECTED}")
     if template is not None and names & template.sidecar_names:
@@ -191,7 +191,7 @@ def decide(
     ports_text = str(ports)
     ctx = RenderContext(
         pod_name=str(metadata.get("name") or ""),
-        pod_namespace=str(namespace),
+        pod_namespace=namespace,
         service_name=service_name(metadata),
         service_version=service_version(metadata),
         service_ports=ports_text,

@@ -24,6 +24,11 @@ DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "base"
 
 
+def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """A command as the tests run them: output captured as text, bounded, never raising."""
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, **kwargs)
+
+
 def docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
@@ -85,14 +90,7 @@ def test_every_kustomization_resource_exists() -> None:
     ],
 )
 def test_kustomize_builds(folder: str, expected: set[str]) -> None:
-    result = subprocess.run(
-        ["kubectl", "kustomize", folder],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run(["kubectl", "kustomize", folder], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     built = [d for d in yaml.safe_load_all(result.stdout) if d]
     assert expected <= {d["kind"] for d in built}
@@ -255,22 +253,13 @@ def test_examples_are_injected_with_their_discovery_type(template: Template) -> 
 
 @pytest.mark.parametrize("script", ["install.sh", "e2e.sh"])
 def test_deploy_scripts_are_valid_bash(script: str) -> None:
-    result = subprocess.run(
-        ["bash", "-n", str(DEPLOY / script)], capture_output=True, text=True, check=False
-    )
+    result = run(["bash", "-n", str(DEPLOY / script)])
     assert result.returncode == 0, result.stderr
 
 
 def test_e2e_skips_cleanly_without_a_cluster(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    result = subprocess.run(
-        ["bash", str(DEPLOY / "e2e.sh")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = run(["bash", str(DEPLOY / "e2e.sh")], env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("skipped: no cluster")
 
@@ -310,14 +299,10 @@ def fake_kubectl(tmp_path: Path, *, secret_ca: str | None) -> tuple[Path, Path]:
 def run_install(
     tmp_path: Path, kubectl: Path, cli: Path, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run(
         ["bash", str(DEPLOY / "install.sh")],
         env={**os.environ, "KUBECTL": str(kubectl), "MESHER_INJECTOR": str(cli), **env},
         cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
     )
 
 

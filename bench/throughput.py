@@ -1,8 +1,10 @@
 """Admission throughput, latency, CPU and memory: the injector against a floor, with wrk.
 
-Same machine, same run, same TLS keep-alive request (the recorded server-mesher
-AdmissionReview, compact). Every answer is checked by the wrk script (status 200, an
-AdmissionReview with the request's uid and a JSONPatch).
+Same machine, same run, TLS keep-alive, the recorded server-mesher AdmissionReview
+(compact), in two workloads: "replicas" (every request its own uid, as the API server
+sends a Deployment's pods) and "pods" (every request also a new pod name, so no two
+requests are alike). Every answer is checked by the wrk script (status 200, an
+AdmissionReview carrying that request's uid, a JSONPatch).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def start_injector(certs: Path) -> tuple[Served, float]:
             str(certs / "tls.key"),
             "--template-file",
             str(ROOT / "config" / "template.yaml"),
+            *os.environ.get("BENCH_INJECTOR_ARGS", "").split(),
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -153,7 +156,9 @@ def start_floor(certs: Path, answer: Path, *, fast: bool) -> Served:
     return Served("floor (json, asyncio)" if not fast else "floor (orjson, uvloop)", proc, port)
 
 
-def wrk(port: int, *, connections: int, seconds: float, body: Path, uid: str) -> dict[str, Any]:
+def wrk(
+    port: int, *, connections: int, seconds: float, body: Path, uid: str, echo: bool
+) -> dict[str, Any]:
     threads = 1 if connections == 1 else 2
     result = subprocess.run(
         [
@@ -166,7 +171,12 @@ def wrk(port: int, *, connections: int, seconds: float, body: Path, uid: str) ->
             str(HERE / "post.lua"),
             f"https://127.0.0.1:{port}",
         ],
-        env={**os.environ, "BENCH_BODY": str(body), "BENCH_UID": uid},
+        env={
+            **os.environ,
+            "BENCH_BODY": str(body),
+            "BENCH_UID": uid,
+            "BENCH_ECHO": "1" if echo else "0",
+        },
         capture_output=True,
         text=True,
         check=True,
@@ -179,9 +189,12 @@ def wrk(port: int, *, connections: int, seconds: float, body: Path, uid: str) ->
 def measure(
     served: Served, *, connections: int, seconds: float, body: Path, uid: str
 ) -> dict[str, float]:
+    """One wrk run against `served`; the injector must echo each request's uid, a floor
+    answers every request with the fixed answer carrying `uid`."""
     pid = served.proc.pid
     cpu0 = cpu_seconds(pid)
-    run = wrk(served.port, connections=connections, seconds=seconds, body=body, uid=uid)
+    echo = served.name == "injector"
+    run = wrk(served.port, connections=connections, seconds=seconds, body=body, uid=uid, echo=echo)
     cpu = cpu_seconds(pid) - cpu0
     requests = max(1, run["requests"])
     return {
@@ -205,6 +218,29 @@ def spread(rows: list[dict[str, float]], key: str) -> str:
     return f"{(max(values) - min(values)) / mid * 100:.0f}%" if mid else "-"
 
 
+WORKLOADS = {
+    "replicas": "same pod, a new uid per request",
+    "pods": "a new uid and pod name per request",
+}
+
+
+def write_bodies(directory: Path, review: dict[str, Any]) -> dict[str, Path]:
+    """The request body per workload, with the markers post.lua fills in per request."""
+    bodies = {}
+    for workload in WORKLOADS:
+        marked = json.loads(json.dumps(review))
+        marked["request"]["uid"] = "@UID@"
+        if workload == "pods":
+            marked["request"]["name"] = "@NAME@"
+            marked["request"]["object"]["metadata"]["name"] = "@NAME@"
+        bodies[workload] = directory / f"body-{workload}.json"
+        bodies[workload].write_text(json.dumps(marked, separators=(",", ":")))
+    return bodies
+
+
+Results = dict[tuple[str, str, int], list[dict[str, float]]]  # (server, workload, conns)
+
+
 def run(*, seconds: float, repeats: int, long_requests: int) -> str:
     ensure_wrk()
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,8 +250,9 @@ def run(*, seconds: float, repeats: int, long_requests: int) -> str:
         (certs / "tls.key").write_bytes(bundle.key)
         review = json.loads(FIXTURE.read_text())
         uid = review["request"]["uid"]
-        body = certs / "body.json"
-        body.write_text(json.dumps(review, separators=(",", ":")))
+        plain = certs / "body.json"
+        plain.write_text(json.dumps(review, separators=(",", ":")))
+        bodies = write_bodies(certs, review)
 
         ready = []
         for _ in range(5):
@@ -230,94 +267,110 @@ def run(*, seconds: float, repeats: int, long_requests: int) -> str:
         context.verify_mode = ssl.CERT_NONE
         request = urllib.request.Request(
             f"https://127.0.0.1:{served.port}/mutate",
-            data=body.read_bytes(),
+            data=plain.read_bytes(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, context=context) as resp:
             (certs / "answer.json").write_bytes(resp.read())
         served.stop()
 
-        results: dict[str, dict[int, list[dict[str, float]]]] = {}
+        results: Results = {}
         for _ in range(repeats):
             for kind in ("injector", "floor", "floor-fast"):
-                if kind == "injector":
-                    served, _ = start_injector(certs)
-                else:
-                    served = start_floor(certs, certs / "answer.json", fast=kind == "floor-fast")
-                try:
-                    wrk(served.port, connections=32, seconds=2, body=body, uid=uid)  # warm-up
-                    for connections in (1, 32):
-                        row = measure(
-                            served, connections=connections, seconds=seconds, body=body, uid=uid
+                # A floor does the same work whatever the pod is called: one workload.
+                workloads = list(WORKLOADS) if kind == "injector" else ["replicas"]
+                for workload in workloads:
+                    if kind == "injector":
+                        served, _ = start_injector(certs)
+                    else:
+                        served = start_floor(
+                            certs, certs / "answer.json", fast=kind == "floor-fast"
                         )
-                        results.setdefault(served.name, {}).setdefault(connections, []).append(row)
-                finally:
-                    served.stop()
+                    body = bodies[workload]
+                    try:
+                        measure(served, connections=32, seconds=2, body=body, uid=uid)  # warm-up
+                        for connections in (1, 32):
+                            row = measure(
+                                served, connections=connections, seconds=seconds, body=body, uid=uid
+                            )
+                            results.setdefault((served.name, workload, connections), []).append(row)
+                    finally:
+                        served.stop()
 
-        # Memory over a long run: RSS after each quarter of `long_requests` admissions.
-        served, _ = start_injector(certs)
-        try:
-            rps = median_of(results["injector"][32], "rps")
-            quarter = max(1.0, long_requests / 4 / rps * 1.1)
-            wrk(served.port, connections=32, seconds=2, body=body, uid=uid)
-            rss = [rss_mib(served.proc.pid)]
-            total = 0
-            errors = 0
-            for _ in range(4):
-                row = measure(served, connections=32, seconds=quarter, body=body, uid=uid)
-                total += int(row["requests"])
-                errors += int(row["errors"])
-                rss.append(rss_mib(served.proc.pid))
-        finally:
-            served.stop()
-    return report(results, ready, rss, total, errors, seconds=seconds, repeats=repeats)
+        # Memory over a long run per workload: RSS after each quarter of `long_requests`.
+        memory = {}
+        for workload in WORKLOADS:
+            served, _ = start_injector(certs)
+            try:
+                rps = median_of(results[("injector", workload, 32)], "rps")
+                quarter = max(1.0, long_requests / 4 / rps * 1.1)
+                body = bodies[workload]
+                measure(served, connections=32, seconds=2, body=body, uid=uid)
+                rss = [rss_mib(served.proc.pid)]
+                total = errors = 0
+                for _ in range(4):
+                    row = measure(served, connections=32, seconds=quarter, body=body, uid=uid)
+                    total += int(row["requests"])
+                    errors += int(row["errors"])
+                    rss.append(rss_mib(served.proc.pid))
+            finally:
+                served.stop()
+            memory[workload] = (rss, total, errors)
+    return report(results, ready, memory, seconds=seconds, repeats=repeats)
 
 
 def report(
-    results: dict[str, dict[int, list[dict[str, float]]]],
+    results: Results,
     ready: list[float],
-    rss: list[float],
-    total: int,
-    errors: int,
+    memory: dict[str, tuple[list[float], int, int]],
     *,
     seconds: float,
     repeats: int,
 ) -> str:
     lines = [
-        f"Each figure is the median of {repeats} runs of {seconds:g} s (spread = (max-min)/median).",
+        f"Each figure is the median of {repeats} runs of {seconds:g} s (spread = (max-min)/median "
+        "of req/s). Workloads: "
+        + "; ".join(f"{name}: {what}" for name, what in WORKLOADS.items())
+        + ".",
         "",
-        "| server | conns | req/s | spread | p50 ms | p99 ms | errors | server CPU us/req | RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server | workload | conns | req/s | spread | p50 ms | p99 ms | errors "
+        "| server CPU us/req | RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, by_conn in results.items():
-        for connections, rows in sorted(by_conn.items()):
-            lines.append(
-                f"| {name} | {connections} | {median_of(rows, 'rps'):,.0f} | {spread(rows, 'rps')} | "
-                f"{median_of(rows, 'p50_ms'):.2f} | {median_of(rows, 'p99_ms'):.2f} | "
-                f"{sum(int(r['errors']) for r in rows)} | {median_of(rows, 'cpu_us'):.0f} | "
-                f"{median_of(rows, 'rss_mib'):.0f} |"
-            )
+    for (name, workload, connections), rows in sorted(results.items()):
+        lines.append(
+            f"| {name} | {workload} | {connections} | {median_of(rows, 'rps'):,.0f} | "
+            f"{spread(rows, 'rps')} | {median_of(rows, 'p50_ms'):.2f} | "
+            f"{median_of(rows, 'p99_ms'):.2f} | {sum(int(r['errors']) for r in rows)} | "
+            f"{median_of(rows, 'cpu_us'):.0f} | {median_of(rows, 'rss_mib'):.0f} |"
+        )
     lines += [
         "",
-        "| ratio injector / floor | conns | throughput | CPU per request |",
-        "|---|---|---|---|",
+        "| ratio injector / floor | workload | conns | throughput | CPU per request |",
+        "|---|---|---|---|---|",
     ]
-    injector = results["injector"]
-    for floor in [n for n in results if n != "injector"]:
-        for connections in sorted(injector):
-            a, b = injector[connections], results[floor][connections]
+    floors = sorted({name for name, _, _ in results if name != "injector"})
+    for floor in floors:
+        for (name, workload, connections), rows in sorted(results.items()):
+            if name != "injector":
+                continue
+            base = results[(floor, "replicas", connections)]
             lines.append(
-                f"| vs {floor} | {connections} | {median_of(a, 'rps') / median_of(b, 'rps'):.2f}x | "
-                f"{median_of(a, 'cpu_us') / median_of(b, 'cpu_us'):.2f}x |"
+                f"| vs {floor} | {workload} | {connections} | "
+                f"{median_of(rows, 'rps') / median_of(base, 'rps'):.2f}x | "
+                f"{median_of(rows, 'cpu_us') / median_of(base, 'cpu_us'):.2f}x |"
             )
     lines += [
         "",
         f"Start to ready (`/readyz` 200), 5 starts: median {statistics.median(ready) * 1000:.0f} ms, "
         f"max {max(ready) * 1000:.0f} ms.",
         "",
-        f"Memory over {total:,} admissions at 32 connections ({errors} errors): RSS after warm-up "
-        f"then after each quarter: {', '.join(f'{r:.1f}' for r in rss)} MiB.",
     ]
+    for workload, (rss, total, errors) in memory.items():
+        lines.append(
+            f"Memory, {workload}: {total:,} admissions at 32 connections ({errors} errors): RSS "
+            f"after warm-up then after each quarter: {', '.join(f'{r:.1f}' for r in rss)} MiB."
+        )
     return "\n".join(lines)
 
 

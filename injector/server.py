@@ -19,14 +19,8 @@ from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from injector import logs
-from injector.admission import (
-    BadReview,
-    Outcome,
-    build_response,
-    decide,
-    parse_review,
-    pod_facts,
-)
+from injector.admission import Answers, BadReview, Outcome, parse_review
+from injector.admission import answer as answer_for
 from injector.metrics import Metrics
 from injector.settings import Settings, own_namespace
 from injector.sources.configmap import ConfigMapRef, ConfigMapSource, Restart, api_client_for
@@ -38,7 +32,7 @@ from injector.tls import ReloadingTls, cert_not_after, write_self_signed
 class Injector:
     """The state both apps share: the template store, metrics, readiness."""
 
-    __slots__ = ("excluded", "log", "metrics", "shutting_down", "store")
+    __slots__ = ("answers", "excluded", "log", "metrics", "shutting_down", "store")
 
     def __init__(
         self, *, excluded_namespaces: frozenset[str], metrics: Metrics | None = None
@@ -47,6 +41,7 @@ class Injector:
         self.metrics = metrics or Metrics()
         self.log = logs.get_logger("mesher_injector")
         self.excluded = excluded_namespaces
+        self.answers = Answers(excluded_namespaces=excluded_namespaces)
         self.shutting_down = False
 
     @property
@@ -98,51 +93,58 @@ async def mutate(request: web.Request) -> web.StreamResponse:
             f"Content-Type must be application/json, got {request.content_type!r}",
         )
     try:
-        body = orjson.loads(await request.read())
+        raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         injector.metrics.bad_requests.labels(reason="too-large").inc()
         raise
-    except ValueError as exc:  # orjson.JSONDecodeError, bad UTF-8 included
-        return _bad_request(injector, "malformed-json", f"the body is not valid JSON: {exc}")
-    try:
-        review = parse_review(body)
-    except BadReview as exc:
-        return _bad_request(injector, "not-an-admission-review", str(exc))
-
-    try:
-        outcome = decide(
-            review.request, injector.store.template, excluded_namespaces=injector.excluded
-        )
-    except BadReview as exc:
-        return _bad_request(injector, "not-a-valid-pod", str(exc))
-    except Exception:  # a bug must deny, not admit a pod half-injected or crash
-        injector.log.exception("decision_failed", uid=review.uid)
-        outcome = Outcome(
-            decision="denied",
-            reason="internal-error",
-            message="mesher-injector failed to decide; see its logs",
-        )
-    answer = build_response(review, outcome)
+    template = injector.store.template
+    recall = injector.answers.recall(raw, template)
+    if recall.answer is not None:
+        answer, uid, cached = recall.answer, recall.uid, True
+    else:
+        try:
+            review = parse_review(orjson.loads(raw))
+        except BadReview as exc:
+            return _bad_request(injector, "not-an-admission-review", str(exc))
+        except ValueError as exc:  # orjson.JSONDecodeError, bad UTF-8 included
+            return _bad_request(injector, "malformed-json", f"the body is not valid JSON: {exc}")
+        uid, cached = review.uid, False
+        try:
+            answer = injector.answers.answer(review, template, key=recall.key)
+        except BadReview as exc:
+            return _bad_request(injector, "not-a-valid-pod", str(exc))
+        except Exception:  # a bug must deny, not admit a pod half-injected or crash
+            injector.log.exception("decision_failed", uid=uid)
+            failed = Outcome(
+                decision="denied",
+                reason="internal-error",
+                message="mesher-injector failed to decide; see its logs",
+            )
+            answer = answer_for(review, failed)
+    body_out = answer.body(uid)
     elapsed = time.perf_counter() - started
+    outcome = answer.outcome
     injector.metrics.observe_decision(outcome, elapsed)
-    facts = pod_facts(review.request)
-    injector.log.info(
-        "admission",
-        uid=review.uid,
-        namespace=facts.namespace,
-        pod=facts.name,
-        owner=facts.owner,
-        decision=outcome.decision,
-        reason=outcome.reason,
-        discovery_type=outcome.discovery_type,
-        ports=outcome.service_ports,
-        template_revision=outcome.revision,
-        dry_run=bool(review.request.get("dryRun")),
-        warnings=len(outcome.warnings),
-        duration_ms=round(elapsed * 1000, 3),
-        **({"message": outcome.message} if outcome.decision == "denied" else {}),
-    )
-    return web.Response(body=orjson.dumps(answer), content_type="application/json")
+    facts = answer.facts
+    fields = {
+        "uid": uid,
+        "namespace": facts.namespace,
+        "pod": facts.name,
+        "owner": facts.owner,
+        "decision": outcome.decision,
+        "reason": outcome.reason,
+        "discovery_type": outcome.discovery_type,
+        "ports": outcome.service_ports,
+        "template_revision": outcome.revision,
+        "dry_run": answer.dry_run,
+        "warnings": len(outcome.warnings),
+        "cached": cached,
+        "duration_ms": round(elapsed * 1000, 3),
+    }
+    if outcome.decision == "denied":
+        fields["message"] = outcome.message
+    logs.info(injector.log, "admission", fields)
+    return web.Response(body=body_out, content_type="application/json")
 
 
 async def healthz(_request: web.Request) -> web.StreamResponse:

@@ -52,8 +52,31 @@ def test_lines_wait_for_a_flush_or_a_full_batch(stream: io.BytesIO) -> None:
 def test_below_the_level_nothing_is_written(stream: io.BytesIO) -> None:
     logs.configure(log_format="json", level="warning", stream=stream)
     logs.get_logger("t").info("quiet")
+    logs.info(logs.get_logger("t"), "quiet too", {"n": 1})
     logs.get_logger("t").warning("loud")
     assert [line["event"] for line in lines(stream)] == ["loud"]
+
+
+def test_the_per_request_path_writes_the_line_a_bound_logger_would(stream: io.BytesIO) -> None:
+    log = logs.get_logger("mesher_injector")
+    fields = {"uid": "u1", "decision": "injected", "warnings": 0, "cached": True}
+    log.info("admission", **fields)
+    logs.info(log, "admission", dict(fields))
+    slow, fast = lines(stream)
+    assert slow.pop("timestamp")
+    assert fast.pop("timestamp")
+    assert fast == slow
+    assert list(fast) == list(slow)  # the same keys in the same order
+
+
+def test_the_per_request_path_is_captured_like_any_event(stream: io.BytesIO) -> None:
+    log = logs.get_logger("mesher_injector")
+    with structlog.testing.capture_logs() as captured:
+        logs.info(log, "admission", {"uid": "u2"})
+    assert captured == [
+        {"logger": "mesher_injector", "uid": "u2", "event": "admission", "log_level": "info"}
+    ]
+    assert lines(stream) == []
 
 
 def test_exceptions_are_rendered_into_the_line(stream: io.BytesIO) -> None:

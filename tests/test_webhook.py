@@ -323,3 +323,24 @@ async def test_a_pod_of_the_wrong_shape_gets_400_naming_the_field(running: Runni
     assert answer["error"] == (
         "request.object is not a valid Pod: spec.containers must be a non-empty list of objects"
     )
+
+
+async def test_replicas_of_one_pod_get_the_same_patch_each_under_its_own_uid(
+    running: Running,
+) -> None:
+    review = admission_fixture("server-mesher")
+    answers = []
+    with structlog.testing.capture_logs() as logs:
+        for n in range(4):
+            review["request"]["uid"] = f"replica-{n}"
+            compact = json.dumps(review, separators=(",", ":")).encode()
+            status, answer = await post(running, compact)
+            assert status == 200, answer
+            answers.append(answer["response"])
+    assert [a["uid"] for a in answers] == [f"replica-{n}" for n in range(4)]
+    assert len({a["patch"] for a in answers}) == 1
+    lines = [entry for entry in logs if entry["event"] == "admission"]
+    assert [line["uid"] for line in lines] == [f"replica-{n}" for n in range(4)]
+    assert [line["cached"] for line in lines] == [False, False, True, True]
+    assert {line["decision"] for line in lines} == {"injected"}
+    assert {line["pod"] for line in lines} == {"server-mesher"}

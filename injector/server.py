@@ -139,7 +139,7 @@ async def mutate(request: web.Request) -> web.StreamResponse:
         "dry_run": answer.dry_run,
         "warnings": len(outcome.warnings),
         "cached": cached,
-        "duration_ms": round(elapsed * 1000, 3),
+        "duration_ms": int(elapsed * 1e6 + 0.5) / 1000,  # round(x, 3) costs 1 us here
     }
     if outcome.decision == "denied":
         fields["message"] = outcome.message

@@ -19,8 +19,9 @@ from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from injector import logs
-from injector.admission import Answers, BadReview, Outcome, parse_review
-from injector.admission import answer as answer_for
+from injector.admission import BadReview, Outcome, parse_review
+from injector.answers import Answers
+from injector.answers import answer as answer_for
 from injector.metrics import Metrics
 from injector.settings import Settings, own_namespace
 from injector.sources.configmap import ConfigMapRef, ConfigMapSource, Restart, api_client_for

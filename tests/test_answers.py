@@ -12,16 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from injector.admission import (
-    Answer,
-    Answers,
-    BadReview,
-    answer,
-    build_response,
-    decide,
-    parse_review,
-    split_uid,
-)
+from injector.admission import BadReview, build_response, decide, parse_review
+from injector.answers import Answer, Answers, answer, split_uid
 from injector.template import Template, load_template
 from tests.helpers import (
     DEFAULT_TEMPLATE,

@@ -122,7 +122,16 @@ class Answers:
     (BadReview, a bug) are never remembered.
     """
 
-    __slots__ = ("_bytes", "_entries", "_excluded", "_max_bytes", "_seen", "_template")
+    __slots__ = (
+        "_bytes",
+        "_entries",
+        "_excluded",
+        "_max_bytes",
+        "_seen",
+        "_template",
+        "hits",
+        "misses",
+    )
 
     def __init__(
         self,
@@ -136,9 +145,16 @@ class Answers:
         self._seen: set[int] = set()
         self._bytes = 0
         self._template: Template | None = None
+        self.hits = 0  # recalls that found an answer
+        self.misses = 0  # recalls that did not: the request is decided
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        """What the remembered answers and their keys hold, in bytes."""
+        return self._bytes
 
     def _current(self, template: Template | None) -> None:
         if template is not self._template:
@@ -149,6 +165,14 @@ class Answers:
 
     def recall(self, raw: bytes, template: Template | None) -> Recall:
         """The remembered answer to the request `raw` and its uid, if any."""
+        recall = self._recall(raw, template)
+        if recall.answer is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return recall
+
+    def _recall(self, raw: bytes, template: Template | None) -> Recall:
         self._current(template)
         parts = split_uid(raw)
         if parts is None:

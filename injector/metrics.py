@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from injector.admission import REASONS, Outcome
+from injector.answers import Answers
 from injector.store import Active, Reload
 
 # Sub-millisecond first: the injector's own work is tens of microseconds.
@@ -117,3 +122,34 @@ class Metrics:
                 source=active.source,
             ).set(1)
             self.template_loaded_at.set(active.loaded_at)
+
+    def watch_answers(self, answers: Answers) -> None:
+        """Expose the remembered answers, read at scrape time: nothing per admission."""
+        self.registry.register(_AnswersCollector(answers))
+
+
+class _AnswersCollector(Collector):
+    def __init__(self, answers: Answers) -> None:
+        self._answers = answers
+
+    def collect(self) -> Iterator[Metric]:
+        answers = self._answers
+        lookups = CounterMetricFamily(
+            "mesher_injector_answer_cache_lookups",
+            "Admissions answered from a remembered answer (hit) or decided afresh (miss).",
+            labels=["result"],
+        )
+        lookups.add_metric(["hit"], answers.hits)
+        lookups.add_metric(["miss"], answers.misses)
+        yield lookups
+        entries = GaugeMetricFamily(
+            "mesher_injector_answer_cache_entries", "Answers remembered for the active template."
+        )
+        entries.add_metric([], len(answers))
+        yield entries
+        size = GaugeMetricFamily(
+            "mesher_injector_answer_cache_bytes",
+            "Bytes held by the remembered answers and their keys.",
+        )
+        size.add_metric([], answers.size_bytes)
+        yield size

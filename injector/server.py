@@ -43,6 +43,7 @@ class Injector:
         self.log = logs.get_logger("mesher_injector")
         self.excluded = excluded_namespaces
         self.answers = Answers(excluded_namespaces=excluded_namespaces)
+        self.metrics.watch_answers(self.answers)
         self.shutting_down = False
 
     @property

@@ -344,3 +344,11 @@ async def test_replicas_of_one_pod_get_the_same_patch_each_under_its_own_uid(
     assert [line["cached"] for line in lines] == [False, False, True, True]
     assert {line["decision"] for line in lines} == {"injected"}
     assert {line["pod"] for line in lines} == {"server-mesher"}
+    async with running.session.get(running.admin + "/metrics") as resp:
+        text = await resp.text()
+    assert 'mesher_injector_answer_cache_lookups_total{result="hit"} 2.0' in text
+    assert 'mesher_injector_answer_cache_lookups_total{result="miss"} 2.0' in text
+    assert "mesher_injector_answer_cache_entries 1.0" in text
+    size = running.server.injector.answers.size_bytes
+    assert size > len(compact)
+    assert f"mesher_injector_answer_cache_bytes {float(size)}" in text

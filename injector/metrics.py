@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import os
+import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
-from injector.admission import REASONS, Outcome
+from injector.admission import REASONS, Outcome, Reason
 from injector.answers import Answers
 from injector.store import Active, Reload
 
@@ -32,10 +43,8 @@ LATENCY_BUCKETS = (
 
 class Metrics:
     __slots__ = (
-        "_decision_children",
         "bad_requests",
         "decisions",
-        "latency",
         "registry",
         "reloads",
         "template_info",
@@ -48,23 +57,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.decisions = Counter(
-            "mesher_injector_decisions",
-            "Admission decisions by decision and reason.",
-            ["decision", "reason"],
-            registry=r,
-        )
-        # Children looked up once: labels() on every admission costs more than inc().
-        self._decision_children = {
-            reason: self.decisions.labels(decision=decision, reason=reason)
-            for reason, decision in REASONS.items()
-        }
-        self.latency = Histogram(
-            "mesher_injector_admission_duration_seconds",
-            "Time to decide and answer one AdmissionReview, in seconds.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.decisions = Decisions()
+        r.register(self.decisions)
         self.bad_requests = Counter(
             "mesher_injector_bad_requests",
             "Requests to /mutate answered with an HTTP 4xx, by reason.",
@@ -109,8 +103,7 @@ class Metrics:
         )
 
     def observe_decision(self, outcome: Outcome, seconds: float) -> None:
-        self._decision_children[outcome.reason].inc()
-        self.latency.observe(seconds)
+        self.decisions.observe(outcome.reason, seconds)
 
     def observe_reload(self, reload: Reload, active: Active | None) -> None:
         self.reloads.labels(result=reload.result).inc()
@@ -126,6 +119,60 @@ class Metrics:
     def watch_answers(self, answers: Answers) -> None:
         """Expose the remembered answers, read at scrape time: nothing per admission."""
         self.registry.register(_AnswersCollector(answers))
+
+
+# The `le` labels as prometheus_client's Histogram writes them.
+_LE = [str(floatToGoString(b)) for b in LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
+
+
+def _created_series() -> bool:
+    """prometheus_client's own rule for the `_created` series."""
+    setting = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False")
+    return setting.lower() not in ("true", "1", "t")
+
+
+class Decisions(Collector):
+    """`mesher_injector_decisions_total{decision,reason}` and the admission latency
+    histogram, exposed as prometheus_client's Counter and Histogram would expose them but
+    kept as plain numbers: counting an admission is three additions and a bisect, no
+    locks (about 3 us an admission under load, bench/RESULTS.md). Only the event loop
+    writes them; scrapes read them on the same loop."""
+
+    def __init__(self) -> None:
+        self.counts: dict[Reason, int] = dict.fromkeys(REASONS, 0)
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, reason: Reason, seconds: float) -> None:
+        self.counts[reason] += 1
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
+    def count(self, reason: Reason) -> int:
+        return self.counts[reason]
+
+    def collect(self) -> Iterator[Metric]:
+        created = self.created if _created_series() else None
+        decisions = CounterMetricFamily(
+            "mesher_injector_decisions",
+            "Admission decisions by decision and reason.",
+            labels=["decision", "reason"],
+        )
+        for reason, n in self.counts.items():
+            decisions.add_metric([REASONS[reason], reason], n, created=created)
+        yield decisions
+        latency = HistogramMetricFamily(
+            "mesher_injector_admission_duration_seconds",
+            "Time to decide and answer one AdmissionReview, in seconds.",
+        )
+        cumulative = list(itertools.accumulate(self.buckets))
+        latency.add_metric([], list(zip(_LE, cumulative, strict=True)), sum_value=self.sum)
+        if created is not None:
+            latency.samples.append(
+                Sample("mesher_injector_admission_duration_seconds_created", {}, created)
+            )
+        yield latency
 
 
 class _AnswersCollector(Collector):

@@ -1,8 +1,9 @@
 -- wrk script: POST AdmissionReviews over keep-alive, check every answer, report JSON.
 --
--- env BENCH_BODY: the request body, with the markers @UID@ (and optionally @NAME@) where
--- each request gets a fresh value, as a real API server's requests do: every request
--- its own uid; with @NAME@, every pod its own name too (distinct pods, not replicas).
+-- env BENCH_BODY: the request body, with the markers @UID@, @TIME@ and optionally @NAME@
+-- where each request gets a fresh value, as a real API server's requests do: every
+-- request its own uid and managedFields time (pods created in different seconds); with
+-- @NAME@, every pod its own name too (distinct pods, not replicas).
 -- env BENCH_ECHO: "1" when the server must answer each request with that request's uid
 -- (the injector); otherwise every answer must carry BENCH_UID (the floor, whose answer
 -- is fixed).
@@ -45,12 +46,18 @@ function request()
   counter = counter + 1
   local uid = string.format("%08x-0000-4000-8000-%012x", id, counter)
   local name = string.format("server-mesher-%d-%d", id, counter)
+  local s = id * 1000000 + counter  -- a distinct second per request (LuaJIT: no //)
+  local time = string.format("2026-%02d-%02dT%02d:%02d:%02dZ",
+    1 + math.floor(s / 2419200) % 12, 1 + math.floor(s / 86400) % 28,
+    math.floor(s / 3600) % 24, math.floor(s / 60) % 60, s % 60)
   local parts = {}
   for i, piece in ipairs(pieces) do
     if i % 2 == 1 then
       parts[i] = piece
     elseif piece == "UID" then
       parts[i] = uid
+    elseif piece == "TIME" then
+      parts[i] = time
     else
       parts[i] = name
     end

@@ -219,8 +219,8 @@ def spread(rows: list[dict[str, float]], key: str) -> str:
 
 
 WORKLOADS = {
-    "replicas": "same pod, a new uid per request",
-    "pods": "a new uid and pod name per request",
+    "replicas": "same pod, a new uid and managedFields time per request",
+    "pods": "a new uid, managedFields time and pod name per request",
 }
 
 
@@ -230,6 +230,8 @@ def write_bodies(directory: Path, review: dict[str, Any]) -> dict[str, Path]:
     for workload in WORKLOADS:
         marked = json.loads(json.dumps(review))
         marked["request"]["uid"] = "@UID@"
+        for entry in marked["request"]["object"]["metadata"]["managedFields"]:
+            entry["time"] = "@TIME@"
         if workload == "pods":
             marked["request"]["name"] = "@NAME@"
             marked["request"]["object"]["metadata"]["name"] = "@NAME@"

@@ -112,7 +112,7 @@ async def mutate(request: web.Request) -> web.StreamResponse:
             return _bad_request(injector, "malformed-json", f"the body is not valid JSON: {exc}")
         uid, cached = review.uid, False
         try:
-            answer = injector.answers.answer(review, template, key=recall.key)
+            answer = injector.answers.answer(review, template, split=recall.split)
         except BadReview as exc:
             return _bad_request(injector, "not-a-valid-pod", str(exc))
         except Exception:  # a bug must deny, not admit a pod half-injected or crash

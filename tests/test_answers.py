@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from injector.admission import BadReview, build_response, decide, parse_review
-from injector.answers import Answer, Answers, answer, split_uid
+from injector.answers import Answer, Answers, answer, split_request
 from injector.template import Template, load_template
 from tests.helpers import (
     DEFAULT_TEMPLATE,
@@ -41,7 +41,7 @@ def admit(answers: Answers, raw: bytes, template: Template | None) -> tuple[byte
     if recall.answer is not None:
         return recall.answer.body(recall.uid), True
     review = parse_review(orjson.loads(raw))
-    made = answers.answer(review, template, key=recall.key)
+    made = answers.answer(review, template, split=recall.split)
     return made.body(review.uid), False
 
 
@@ -114,7 +114,7 @@ def test_a_request_that_cannot_be_decided_is_never_remembered(template: Template
         recall = answers.recall(raw, template)
         assert recall.answer is None
         with pytest.raises(BadReview):
-            answers.answer(parse_review(orjson.loads(raw)), template, key=recall.key)
+            answers.answer(parse_review(orjson.loads(raw)), template, split=recall.split)
     assert len(answers) == 0
 
 
@@ -175,15 +175,75 @@ def test_a_broken_uid_in_a_remembered_request_goes_the_full_way(
         parse_review(orjson.loads(raw))
 
 
+def test_a_broken_timestamp_in_a_remembered_request_goes_the_full_way(
+    template: Template,
+) -> None:
+    answers = Answers()
+    fixture = admission_fixture("server-mesher")
+    for n in range(3):
+        admit(answers, compact(fixture, f"u{n}"), template)
+    raw = compact(with_managed_time(fixture, "MARK"), "u9").replace(b'"MARK"', b'"\x01"')
+    assert answers.recall(raw, template).answer is None
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(raw)
+
+
 def test_uids_written_with_escapes_are_never_remembered() -> None:
-    assert split_uid(b'{"request":{"uid":"a\\u0062c"}}') is None
-    assert split_uid(b'{"request":{"uid":5}}') is None
-    assert split_uid(b'{"request":{}}') is None
-    assert split_uid(b'{"request":{"uid": "abc"},"x":1}') == (
-        b'{"request":{"uid": ',
-        b'"abc"',
-        b'},"x":1}',
+    assert split_request(b'{"request":{"uid":"a\\u0062c"}}') is None
+    assert split_request(b'{"request":{"uid":5}}') is None
+    assert split_request(b'{"request":{}}') is None
+    split = split_request(b'{"request":{"uid": "abc"},"x":1}')
+    assert split is not None
+    assert split.key == (0, (b'{"request":{"uid": ', b'},"x":1}'))
+    assert split.literals == (b'"abc"',)
+
+
+def test_bodies_are_cut_at_the_uid_and_every_managed_fields_time() -> None:
+    raw = b'{"a":{"time":"T1"},"request":{"uid":"U","m":[{"time": "T2"}]}}'
+    split = split_request(raw)
+    assert split is not None
+    assert split.literals == (b'"T1"', b'"U"', b'"T2"')
+    assert split.uid_at == 1
+    assert split.body(split.literals) == raw
+
+
+def with_managed_time(review: dict[str, Any], time: str) -> dict[str, Any]:
+    review = json.loads(json.dumps(review))
+    for entry in review["request"]["object"]["metadata"]["managedFields"]:
+        entry["time"] = time
+    return review
+
+
+def test_replicas_created_in_other_seconds_are_recalled(template: Template) -> None:
+    answers = Answers()
+    fixture = admission_fixture("server-mesher-7d9f8b6c5")
+    seen = []
+    for n in range(4):
+        raw = compact(with_managed_time(fixture, f"2026-11-25T08:42:{10 + n}Z"), f"u{n}")
+        body, recalled = admit(answers, raw, template)
+        assert body == full_answer(raw, template)
+        seen.append(recalled)
+    assert seen == [False, False, True, True]
+
+
+@pytest.mark.parametrize("name", admission_fixture_names())
+def test_decisions_never_read_managed_fields(name: str, template: Template) -> None:
+    review = admission_fixture(name)
+    changed = json.loads(json.dumps(review))
+    changed["request"]["object"]["metadata"]["managedFields"] = [{"time": "x", "manager": "y"}]
+    assert full_answer(compact(review, "u"), template) == full_answer(
+        compact(changed, "u"), template
     )
+
+
+def test_a_time_outside_managed_fields_is_never_remembered(template: Template) -> None:
+    answers = Answers()
+    for n in range(4):
+        fixture = admission_fixture("server-mesher")
+        fixture["request"]["object"]["metadata"]["labels"]["time"] = "noon"
+        _, recalled = admit(answers, compact(fixture, f"u{n}"), template)
+        assert not recalled
+    assert len(answers) == 0
 
 
 def test_remembered_answers_are_bounded_by_bytes(template: Template) -> None:
@@ -219,4 +279,8 @@ def test_recalled_or_not_every_answer_equals_the_full_path(
         raw = compact(admission_fixture(name), str(uid))
         if data.draw(st.booleans()):
             raw = raw.replace(b'"uid":"', b'"uid": "', 1)
+        second = data.draw(st.integers(min_value=0, max_value=2))
+        raw = raw.replace(
+            b'"time":"2026-11-25T08:42:08Z"', b'"time":"2026-11-25T08:42:1%dZ"' % second
+        )
         assert admit(answers, raw, template)[0] == full_answer(raw, template)

@@ -218,6 +218,8 @@ class Answers:
 
     def _recall(self, raw: bytes, template: Template | None) -> Recall:
         self._current(template)
+        if len(raw) > self._max_bytes // 8:  # never remembered: spare the split and hash
+            return _NOT_REMEMBERED
         split = split_request(raw)
         if split is None:
             return _NOT_REMEMBERED

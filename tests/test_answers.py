@@ -264,6 +264,13 @@ def test_remembered_answers_are_bounded_by_bytes(template: Template) -> None:
     assert not admit(answers, compact(oldest, "again"), template)[1]
 
 
+def test_a_body_too_big_to_remember_is_not_even_split(template: Template) -> None:
+    raw = compact(admission_fixture("server-mesher"), "u")
+    answers = Answers(max_bytes=len(raw) * 8 - 8)
+    assert answers.recall(raw, template).split is None
+    assert Answers(max_bytes=len(raw) * 8).recall(raw, template).split is not None
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     names=st.lists(st.sampled_from(admission_fixture_names()), min_size=1, max_size=30),

@@ -87,7 +87,11 @@ class Split(NamedTuple):
 
     key: RequestKey
     literals: tuple[bytes, ...]
-    uid_at: int
+
+    @property
+    def uid_at(self) -> int:
+        """Which of `literals` is the uid."""
+        return self.key[0]
 
     def body(self, literals: list[bytes] | tuple[bytes, ...]) -> bytes:
         pieces = self.key[1]
@@ -129,8 +133,7 @@ def split_request(raw: bytes) -> Split | None:
         literals.append(raw[start:end])
         at = end
     pieces.append(raw[at:])
-    uid_at = spans.index(uid)
-    return Split((uid_at, tuple(pieces)), tuple(literals), uid_at)
+    return Split((spans.index(uid), tuple(pieces)), tuple(literals))
 
 
 class Recall(NamedTuple):
@@ -169,10 +172,10 @@ class Answers:
     __slots__ = (
         "_bytes",
         "_entries",
-        "_excluded",
         "_max_bytes",
         "_seen",
         "_template",
+        "excluded_namespaces",
         "hits",
         "misses",
     )
@@ -183,7 +186,7 @@ class Answers:
         excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
         max_bytes: int = ANSWER_CACHE_BYTES,
     ) -> None:
-        self._excluded = excluded_namespaces
+        self.excluded_namespaces = excluded_namespaces
         self._max_bytes = max_bytes
         self._entries: dict[RequestKey, Answer] = {}
         self._seen: set[int] = set()
@@ -243,7 +246,9 @@ class Answers:
         `recall` on the same body) when it has been seen before. Raises what `decide`
         raises."""
         self._current(template)
-        made = answer(review, decide(review.request, template, excluded_namespaces=self._excluded))
+        made = answer(
+            review, decide(review.request, template, excluded_namespaces=self.excluded_namespaces)
+        )
         if split is None:
             return made
         key = split.key

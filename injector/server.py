@@ -33,7 +33,7 @@ from injector.tls import ReloadingTls, cert_not_after, write_self_signed
 class Injector:
     """The state both apps share: the template store, metrics, readiness."""
 
-    __slots__ = ("answers", "excluded", "log", "metrics", "shutting_down", "store")
+    __slots__ = ("answers", "log", "metrics", "shutting_down", "store")
 
     def __init__(
         self, *, excluded_namespaces: frozenset[str], metrics: Metrics | None = None
@@ -41,7 +41,6 @@ class Injector:
         self.store = TemplateStore()
         self.metrics = metrics or Metrics()
         self.log = logs.get_logger("mesher_injector")
-        self.excluded = excluded_namespaces
         self.answers = Answers(excluded_namespaces=excluded_namespaces)
         self.metrics.watch_answers(self.answers)
         self.shutting_down = False

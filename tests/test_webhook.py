@@ -295,7 +295,7 @@ async def test_the_injectors_own_namespace_is_excluded(
     monkeypatch.setenv("POD_NAMESPACE", "chassis")  # as if the injector ran in chassis
     server, _ = await start_server(tmp_path)
     try:
-        assert "chassis" in server.injector.excluded
+        assert "chassis" in server.injector.answers.excluded_namespaces
         ctx = ssl.create_default_context(cafile=str(server.ca_file))
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
             url = f"https://localhost:{server.port}/mutate"

@@ -15,6 +15,14 @@ from typing import Any, Literal
 import orjson
 
 from injector import annotations as ann
+from injector.limits import (
+    MAX_CONTAINERS,
+    MAX_LOG_FIELD_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_VARIABLE_CHARS,
+    cap_warnings,
+    clip,
+)
 from injector.patch import Operation, PatchConflict, build_patch
 from injector.template import RenderContext, Template
 
@@ -33,6 +41,7 @@ Reason = Literal[
     "invalid-service-ports",
     "no-template",
     "render-error",
+    "pod-too-large",
     "internal-error",
 ]
 REASONS: dict[Reason, Decision] = {
@@ -46,10 +55,13 @@ REASONS: dict[Reason, Decision] = {
     "invalid-service-ports": "denied",
     "no-template": "denied",
     "render-error": "denied",
+    "pod-too-large": "denied",
     "internal-error": "denied",
 }
 
 _HASH_SUFFIX = re.compile(r"-[a-z0-9]{5,10}$")
+# Kubernetes uids are 36 characters; anything much longer is not from an API server.
+MAX_UID_CHARS = 128
 
 
 class BadReview(ValueError):
@@ -88,28 +100,44 @@ def parse_review(body: object) -> Review:
     if not isinstance(body, dict):
         raise BadReview("the body must be a JSON object (an AdmissionReview)")
     if body.get("kind") != "AdmissionReview":
-        raise BadReview(f"kind must be AdmissionReview, got {body.get('kind')!r}")
+        raise BadReview(f"kind must be AdmissionReview, got {_shown(body.get('kind'))}")
     api_version = body.get("apiVersion")
     if api_version not in API_VERSIONS:
-        raise BadReview(f"apiVersion must be one of {', '.join(API_VERSIONS)}, got {api_version!r}")
+        raise BadReview(
+            f"apiVersion must be one of {', '.join(API_VERSIONS)}, got {_shown(api_version)}"
+        )
     request = body.get("request")
     if not isinstance(request, dict):
         raise BadReview("the AdmissionReview has no request")
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise BadReview("request.uid is missing")
+    if len(uid) > MAX_UID_CHARS:
+        raise BadReview(f"request.uid is {len(uid)} characters long; a uid has at most 128")
     return Review(api_version=api_version, uid=uid, request=request)
+
+
+def _shown(value: object) -> str:
+    """A client's value inside an error message: repr, bounded."""
+    if isinstance(value, str):
+        return repr(clip(value, 80))
+    if isinstance(value, dict | list):
+        return "a JSON " + ("object" if isinstance(value, dict) else "array")
+    return clip(repr(value), 100)
 
 
 def _skip(reason: Reason, message: str, warnings: list[str] | None = None) -> Outcome:
     return Outcome(
-        decision="skipped", reason=reason, message=message, warnings=tuple(warnings or ())
+        decision="skipped", reason=reason, message=message, warnings=cap_warnings(warnings or [])
     )
 
 
 def _deny(reason: Reason, message: str, warnings: list[str] | None = None) -> Outcome:
     return Outcome(
-        decision="denied", reason=reason, message=message, warnings=tuple(warnings or ())
+        decision="denied",
+        reason=reason,
+        message=clip(message, MAX_MESSAGE_CHARS),
+        warnings=cap_warnings(warnings or []),
     )
 
 
@@ -141,7 +169,10 @@ def decide(
     if namespace in excluded_namespaces:
         return _skip("excluded-namespace", f"namespace {namespace!r} is never injected")
 
-    annotations = {str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()}
+    pod_annotations: Mapping[str, Any] = metadata.get("annotations") or {}
+    # Only ours are read (pod_shape_problem checked they are strings): a pod may carry
+    # megabytes of other annotations, and copying them is work for nothing.
+    annotations = {key: pod_annotations[key] for key in ann.KEYS if key in pod_annotations}
     choice = ann.parse_inject(annotations)
     warnings = [choice.warning] if choice.warning else []
     if not choice.requested:
@@ -162,6 +193,13 @@ def decide(
             "injected; retry shortly or check the injector's /template",
         )
 
+    if len(containers) > MAX_CONTAINERS:
+        return _deny(
+            "pod-too-large",
+            f"the pod has {len(containers)} containers and init containers; mesher-injector "
+            f"injects pods with at most {MAX_CONTAINERS}",
+            warnings,
+        )
     discovery = annotations.get(ann.DISCOVERY_TYPE, "").strip() or template.default_discovery or ""
     if discovery and discovery not in template.discovery_types:
         allowed = ", ".join(template.discovery_types) or "none: this template declares no types"
@@ -197,6 +235,20 @@ def decide(
         service_ports=ports_text,
         discovery_type=discovery,
     )
+    for variable, value in (
+        ("pod.name", ctx.pod_name),
+        ("pod.namespace", ctx.pod_namespace),
+        ("service.name", ctx.service_name),
+        ("service.version", ctx.service_version),
+    ):
+        if len(value) > MAX_VARIABLE_CHARS:
+            # The API server refuses such a name or label after admission anyway.
+            return _deny(
+                "pod-too-large",
+                f"{variable} would be {len(value)} characters long (from the pod's name, "
+                f"namespace or labels); Kubernetes allows at most {MAX_VARIABLE_CHARS}",
+                warnings,
+            )
     try:
         sidecar = template.render(ctx)
         patch = build_patch(
@@ -213,7 +265,7 @@ def decide(
         decision="injected",
         reason="requested",
         message=f"mesher sidecar injected (discovery {discovery or 'none'})",
-        warnings=tuple(warnings),
+        warnings=cap_warnings(warnings),
         patch=tuple(patch),
         discovery_type=discovery,
         service_ports=ports_text,
@@ -223,7 +275,9 @@ def decide(
 
 def pod_shape_problem(pod: Mapping[str, Any]) -> str:
     """What makes `pod` unusable as a Pod (wrong JSON types where decide reads), or ''."""
-    metadata, spec = pod.get("metadata") or {}, pod.get("spec")
+    metadata, spec = pod.get("metadata"), pod.get("spec")
+    if metadata is None:
+        metadata = {}
     if not isinstance(metadata, dict):
         return "metadata must be an object"
     if not isinstance(spec, dict):
@@ -232,8 +286,14 @@ def pod_shape_problem(pod: Mapping[str, Any]) -> str:
     if not isinstance(containers, list) or not containers:
         return "spec.containers must be a non-empty list of objects"
     for name in ("annotations", "labels"):
-        if not isinstance(metadata.get(name) or {}, dict):
+        mapping = metadata.get(name)
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict):
             return f"metadata.{name} must be an object"
+        for value in mapping.values():
+            if not isinstance(value, str):
+                return f"metadata.{name}: every value must be a string"
     for name in ("name", "generateName", "namespace"):
         if not isinstance(metadata.get(name) or "", str):
             return f"metadata.{name} must be a string"
@@ -306,17 +366,25 @@ def owner_name(metadata: Mapping[str, Any]) -> str:
 
 
 def pod_facts(request: Mapping[str, Any]) -> PodFacts:
+    """For the log line, from a request of any shape (never raises); fields bounded."""
     pod = request.get("object")
-    metadata: Mapping[str, Any] = (pod.get("metadata") or {}) if isinstance(pod, dict) else {}
-    owners = metadata.get("ownerReferences") or []
+    metadata = pod.get("metadata") if isinstance(pod, dict) else None
+    if not isinstance(metadata, dict):
+        metadata = {}
+    owners = metadata.get("ownerReferences")
     owner = ""
-    if owners and isinstance(owners[0], dict):
-        owner = f"{owners[0].get('kind', '')}/{owners[0].get('name', '')}"
+    if isinstance(owners, list) and owners and isinstance(owners[0], dict):
+        owner = f"{_text(owners[0].get('kind'))}/{_text(owners[0].get('name'))}"
     return PodFacts(
-        namespace=str(request.get("namespace") or metadata.get("namespace") or ""),
-        name=str(metadata.get("name") or metadata.get("generateName") or request.get("name") or ""),
-        owner=owner,
+        namespace=_text(request.get("namespace") or metadata.get("namespace")),
+        name=_text(metadata.get("name") or metadata.get("generateName") or request.get("name")),
+        owner=clip(owner, MAX_LOG_FIELD_CHARS),
     )
+
+
+def _text(value: object) -> str:
+    """A string field for the log line: '' for anything but a string, and bounded."""
+    return clip(value, MAX_LOG_FIELD_CHARS) if isinstance(value, str) else ""
 
 
 def build_response(review: Review, outcome: Outcome) -> dict[str, Any]:

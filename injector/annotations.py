@@ -6,6 +6,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from injector.limits import MAX_MESSAGE_CHARS, MAX_QUOTED_CHARS, MAX_SERVICE_PORTS, join_capped
+
 PREFIX = "sidecar.mesher.io/"
 INJECT = PREFIX + "inject"
 DISCOVERY_TYPE = PREFIX + "discoveryType"
@@ -14,6 +16,8 @@ STATUS = PREFIX + "status"
 TEMPLATE_REVISION = PREFIX + "template-revision"
 
 STATUS_INJECTED = "injected"
+# The annotations the injector reads; every other one is left unread.
+KEYS = (INJECT, DISCOVERY_TYPE, SERVICE_PORTS, STATUS)
 
 _YES = frozenset({"yes", "y"})
 _NO = frozenset({"no", "n"})
@@ -51,13 +55,14 @@ class InvalidServicePorts(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = tuple(problems)
         super().__init__(
-            f"invalid {SERVICE_PORTS} annotation: {'; '.join(problems)} "
+            f"invalid {SERVICE_PORTS} annotation: "
+            f"{join_capped(problems, limit=MAX_MESSAGE_CHARS - 200)} "
             f"(expected proto:port[,proto:port...], proto one of {', '.join(PROTOCOLS)}, "
             "port 1-65535)"
         )
 
 
-def quote(value: str, limit: int = 60) -> str:
+def quote(value: str, limit: int = MAX_QUOTED_CHARS) -> str:
     """A value safe to put in a message: JSON-quoted (no raw newlines) and bounded."""
     shown = value if len(value) <= limit else value[:limit] + "..."
     return json.dumps(shown)
@@ -67,7 +72,7 @@ def parse_inject(annotations: Mapping[str, str]) -> InjectChoice:
     raw = annotations.get(INJECT)
     if raw is None:
         return InjectChoice(requested=False)
-    value = str(raw).strip().lower()
+    value = str(raw)[:16].strip().lower() if len(str(raw)) <= 16 else ""
     if value in _YES:
         return InjectChoice(requested=True)
     if value in _NO:
@@ -86,11 +91,17 @@ def parse_service_ports(annotations: Mapping[str, str]) -> ServicePorts:
     raw = annotations.get(SERVICE_PORTS)
     if raw is None or not str(raw).strip():
         return ServicePorts(ports=())
+    raw = str(raw)
+    items = raw.count(",") + 1
+    if items > MAX_SERVICE_PORTS:
+        raise InvalidServicePorts(
+            [f"it has {items} items; at most {MAX_SERVICE_PORTS} ports can be declared"]
+        )
     problems: list[str] = []
     warnings: list[str] = []
     ports: list[ServicePort] = []
     seen: set[int] = set()
-    for item in str(raw).split(","):
+    for item in raw.split(","):
         text = item.strip()
         proto, sep, port_text = text.partition(":")
         proto = proto.strip().lower()

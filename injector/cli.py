@@ -84,6 +84,18 @@ def _serve_parser(sub: Any) -> None:
         "--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body accepted"
     )
     opt(
+        "--read-timeout",
+        type=float,
+        default=d.read_timeout,
+        help="seconds a client has for a request's headers, and again for its body",
+    )
+    opt(
+        "--keepalive-timeout",
+        type=float,
+        default=d.keepalive_timeout,
+        help="seconds an idle keep-alive connection stays open",
+    )
+    opt(
         "--shutdown-timeout",
         type=float,
         default=d.shutdown_timeout,
@@ -245,6 +257,8 @@ def run_serve(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         max_body_bytes=int(args.max_body_bytes),
+        read_timeout=float(args.read_timeout),
+        keepalive_timeout=float(args.keepalive_timeout),
         shutdown_timeout=float(args.shutdown_timeout),
         drain_seconds=float(args.drain_seconds),
     )

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
@@ -20,10 +19,11 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from injector.admission import REASONS, Outcome, Reason
-from injector.answers import Answers
 from injector.store import Active, Reload
+from injector.tls import Serving
 
-# Sub-millisecond first: the injector's own work is tens of microseconds.
+# Sub-millisecond first: the injector's own work is tens of microseconds; up to the
+# webhook timeout (5 s) and beyond, so a p99 near it is visible.
 LATENCY_BUCKETS = (
     0.0001,
     0.00025,
@@ -38,6 +38,9 @@ LATENCY_BUCKETS = (
     0.25,
     0.5,
     1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -105,6 +108,9 @@ class Metrics:
     def observe_decision(self, outcome: Outcome, seconds: float) -> None:
         self.decisions.observe(outcome.reason, seconds)
 
+    def observe_serving(self, serving: Serving) -> None:
+        self.tls_cert_expiry.set(serving.not_after)
+
     def observe_reload(self, reload: Reload, active: Active | None) -> None:
         self.reloads.labels(result=reload.result).inc()
         if reload.result in ("applied", "unchanged") and active is not None:
@@ -115,10 +121,6 @@ class Metrics:
                 source=active.source,
             ).set(1)
             self.template_loaded_at.set(active.loaded_at)
-
-    def watch_answers(self, answers: Answers) -> None:
-        """Expose the remembered answers, read at scrape time: nothing per admission."""
-        self.registry.register(_AnswersCollector(answers))
 
 
 # The `le` labels as prometheus_client's Histogram writes them.
@@ -173,30 +175,3 @@ class Decisions(Collector):
                 Sample("mesher_injector_admission_duration_seconds_created", {}, created)
             )
         yield latency
-
-
-class _AnswersCollector(Collector):
-    def __init__(self, answers: Answers) -> None:
-        self._answers = answers
-
-    def collect(self) -> Iterator[Metric]:
-        answers = self._answers
-        lookups = CounterMetricFamily(
-            "mesher_injector_answer_cache_lookups",
-            "Admissions answered from a remembered answer (hit) or decided afresh (miss).",
-            labels=["result"],
-        )
-        lookups.add_metric(["hit"], answers.hits)
-        lookups.add_metric(["miss"], answers.misses)
-        yield lookups
-        entries = GaugeMetricFamily(
-            "mesher_injector_answer_cache_entries", "Answers remembered for the active template."
-        )
-        entries.add_metric([], len(answers))
-        yield entries
-        size = GaugeMetricFamily(
-            "mesher_injector_answer_cache_bytes",
-            "Bytes held by the remembered answers and their keys.",
-        )
-        size.add_metric([], answers.size_bytes)
-        yield size

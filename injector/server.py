@@ -13,27 +13,28 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from injector import logs
-from injector.admission import BadReview, Outcome, parse_review
-from injector.answers import Answers
-from injector.answers import answer as answer_for
+from injector import limits, logs
+from injector.admission import BadReview, Outcome, build_response, decide, parse_review, pod_facts
+from injector.guard import GuardedSite, quiet_server_logger, request_bounds
+from injector.limits import clip
 from injector.metrics import Metrics
 from injector.settings import Settings, own_namespace
 from injector.sources.configmap import ConfigMapRef, ConfigMapSource, Restart, api_client_for
 from injector.sources.file import FileSource
 from injector.store import Reload, TemplateStore
-from injector.tls import ReloadingTls, cert_not_after, write_self_signed
+from injector.tls import CertificateRefused, ReloadingTls, write_self_signed
 
 
 class Injector:
     """The state both apps share: the template store, metrics, readiness."""
 
-    __slots__ = ("answers", "log", "metrics", "shutting_down", "store")
+    __slots__ = ("excluded_namespaces", "log", "metrics", "shutting_down", "store", "tls")
 
     def __init__(
         self, *, excluded_namespaces: frozenset[str], metrics: Metrics | None = None
@@ -41,9 +42,9 @@ class Injector:
         self.store = TemplateStore()
         self.metrics = metrics or Metrics()
         self.log = logs.get_logger("mesher_injector")
-        self.answers = Answers(excluded_namespaces=excluded_namespaces)
-        self.metrics.watch_answers(self.answers)
+        self.excluded_namespaces = excluded_namespaces
         self.shutting_down = False
+        self.tls: ReloadingTls | None = None
 
     @property
     def ready(self) -> bool:
@@ -57,7 +58,7 @@ class Injector:
             reason=restart.reason,
             relist=restart.relist,
             retry_in_s=round(delay, 3),
-            detail=restart.detail,
+            detail=clip(restart.detail, limits.MAX_LOG_FIELD_CHARS),
         )
 
     def report_reload(self, reload: Reload) -> None:
@@ -76,70 +77,87 @@ class Injector:
 
 
 INJECTOR = web.AppKey("injector", Injector)
+READ_TIMEOUT = web.AppKey("read_timeout", float)
 
 
-def _bad_request(injector: Injector, reason: str, message: str) -> web.Response:
+def _refuse(injector: Injector, status: int, reason: str, message: str) -> web.Response:
+    """An HTTP error answer (not an admission decision): counted, one short log line."""
+    message = clip(message, limits.MAX_MESSAGE_CHARS)
     injector.metrics.bad_requests.labels(reason=reason).inc()
-    injector.log.warning("bad_request", reason=reason, error=message)
-    return web.json_response({"error": message}, status=400)
+    injector.log.warning("bad_request", status=status, reason=reason, error=message)
+    return web.json_response({"error": message}, status=status)
 
 
 async def mutate(request: web.Request) -> web.StreamResponse:
     injector = request.app[INJECTOR]
     started = time.perf_counter()
-    if request.content_type != "application/json":
-        return _bad_request(
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Never inflated: the API server does not compress request bodies, and a small
+        # compressed body can inflate to gigabytes.
+        return _refuse(
             injector,
+            415,
+            "content-encoding",
+            f"Content-Encoding {encoding!r} is not accepted: send the body uncompressed",
+        )
+    if request.content_type != "application/json":
+        return _refuse(
+            injector,
+            400,
             "content-type",
             f"Content-Type must be application/json, got {request.content_type!r}",
         )
     try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        injector.metrics.bad_requests.labels(reason="too-large").inc()
-        raise
-    template = injector.store.template
-    recall = injector.answers.recall(raw, template)
-    if recall.answer is not None:
-        answer, uid, cached = recall.answer, recall.uid, True
-    else:
-        try:
-            review = parse_review(orjson.loads(raw))
-        except BadReview as exc:
-            return _bad_request(injector, "not-an-admission-review", str(exc))
-        except ValueError as exc:  # orjson.JSONDecodeError, bad UTF-8 included
-            return _bad_request(injector, "malformed-json", f"the body is not valid JSON: {exc}")
-        uid, cached = review.uid, False
-        try:
-            answer = injector.answers.answer(review, template, split=recall.split)
-        except BadReview as exc:
-            return _bad_request(injector, "not-a-valid-pod", str(exc))
-        except Exception:  # a bug must deny, not admit a pod half-injected or crash
-            injector.log.exception("decision_failed", uid=uid)
-            failed = Outcome(
-                decision="denied",
-                reason="internal-error",
-                message="mesher-injector failed to decide; see its logs",
-            )
-            answer = answer_for(review, failed)
-    body_out = answer.body(uid)
+        async with asyncio.timeout(request.app[READ_TIMEOUT]):
+            raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        return _refuse(injector, 413, "too-large", exc.text or "request body too large")
+    except TimeoutError:
+        late = _refuse(injector, 408, "body-timeout", "the request body did not arrive in time")
+        late.force_close()
+        return late
+    except (ConnectionError, aiohttp.ClientError) as exc:
+        injector.metrics.bad_requests.labels(reason="client-disconnected").inc()
+        injector.log.warning("client_disconnected", error=clip(str(exc) or type(exc).__name__, 200))
+        raise web.HTTPBadRequest() from None  # nobody reads it: the connection is gone
+    try:
+        review = parse_review(orjson.loads(raw))
+    except BadReview as exc:
+        return _refuse(injector, 400, "not-an-admission-review", str(exc))
+    except ValueError as exc:  # orjson.JSONDecodeError, bad UTF-8 included
+        return _refuse(injector, 400, "malformed-json", f"the body is not valid JSON: {exc}")
+    try:
+        outcome = decide(
+            review.request,
+            injector.store.template,
+            excluded_namespaces=injector.excluded_namespaces,
+        )
+    except BadReview as exc:
+        return _refuse(injector, 400, "not-a-valid-pod", str(exc))
+    except Exception:  # a bug must deny, not admit a pod half-injected or crash
+        injector.log.exception("decision_failed", uid=review.uid)
+        outcome = Outcome(
+            decision="denied",
+            reason="internal-error",
+            message="mesher-injector failed to decide; see its logs",
+        )
+    body_out = orjson.dumps(build_response(review, outcome))
     elapsed = time.perf_counter() - started
-    outcome = answer.outcome
     injector.metrics.observe_decision(outcome, elapsed)
-    facts = answer.facts
+    facts = pod_facts(review.request)
     fields = {
-        "uid": uid,
+        "uid": review.uid,
         "namespace": facts.namespace,
         "pod": facts.name,
         "owner": facts.owner,
         "decision": outcome.decision,
         "reason": outcome.reason,
-        "discovery_type": outcome.discovery_type,
+        "discovery_type": clip(outcome.discovery_type, limits.MAX_LOG_FIELD_CHARS),
         "ports": outcome.service_ports,
         "template_revision": outcome.revision,
-        "dry_run": answer.dry_run,
+        "dry_run": review.request.get("dryRun") is True,
         "warnings": len(outcome.warnings),
-        "cached": cached,
         "duration_ms": int(elapsed * 1e6 + 0.5) / 1000,  # round(x, 3) costs 1 us here
     }
     if outcome.decision == "denied":
@@ -148,8 +166,18 @@ async def mutate(request: web.Request) -> web.StreamResponse:
     return web.Response(body=body_out, content_type="application/json")
 
 
-async def healthz(_request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok"})
+async def healthz(request: web.Request) -> web.StreamResponse:
+    """Alive; and, for humans checking a rotation, the serving certificate in use."""
+    tls = request.app[INJECTOR].tls
+    serving = tls.serving if tls is not None else None
+    body: dict[str, Any] = {"status": "ok"}
+    if serving is not None:
+        body["tls"] = {
+            "not_before": _iso(serving.not_before),
+            "not_after": _iso(serving.not_after),
+            "sha256_fingerprint": serving.fingerprint,
+        }
+    return web.json_response(body)
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
@@ -193,9 +221,15 @@ async def template_handler(request: web.Request) -> web.StreamResponse:
     return web.json_response(template_status(request.app[INJECTOR]))
 
 
-def webhook_app(injector: Injector, *, max_body_bytes: int) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes)
+def webhook_app(
+    injector: Injector,
+    *,
+    max_body_bytes: int = limits.MAX_BODY_BYTES,
+    read_timeout: float = limits.READ_TIMEOUT_S,
+) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[request_bounds])
     app[INJECTOR] = injector
+    app[READ_TIMEOUT] = read_timeout
     app.router.add_post("/mutate", mutate)
     return app
 
@@ -255,10 +289,15 @@ class Server:
     def _check_tls(self) -> None:
         assert self.tls is not None
         result = self.tls.check()
-        if result.changed:
+        if result.changed and result.serving is not None:
             self.injector.metrics.tls_reloads.labels(result="applied").inc()
-            self.injector.metrics.tls_cert_expiry.set(result.not_after)
-            self.injector.log.info("tls_reload", result="applied", not_after=_iso(result.not_after))
+            self.injector.metrics.observe_serving(result.serving)
+            self.injector.log.info(
+                "tls_reload",
+                result="applied",
+                not_after=_iso(result.serving.not_after),
+                fingerprint=result.serving.fingerprint,
+            )
         elif result.error:
             self.injector.metrics.tls_reloads.labels(result="rejected").inc()
             self.injector.log.warning("tls_reload", result="rejected", error=result.error)
@@ -274,6 +313,8 @@ class Server:
                 if reload is not None:
                     injector.report_reload(reload)
 
+            poll_template_file()  # two reads of the same bytes before a first load
+            await asyncio.sleep(min(s.reload_interval, 0.05))
             poll_template_file()
             return _every(s.reload_interval, poll_template_file, injector.log)
         if s.template_source == "configmap":
@@ -295,8 +336,12 @@ class Server:
     async def start(self) -> None:
         s = self.settings
         cert, key = self._tls_files()
-        self.tls = ReloadingTls(cert, key)
-        self.injector.metrics.tls_cert_expiry.set(cert_not_after(cert))
+        try:
+            self.tls = ReloadingTls(cert, key)
+        except CertificateRefused as exc:
+            raise ValueError(f"{cert}: {exc}") from exc
+        self.injector.tls = self.tls
+        self.injector.metrics.observe_serving(self.tls.serving)
         self._tasks.append(asyncio.create_task(await self._template_watcher()))
         log = self.injector.log
         self._tasks.append(asyncio.create_task(_every(s.reload_interval, self._check_tls, log)))
@@ -304,15 +349,27 @@ class Server:
 
         admin = web.AppRunner(admin_app(self.injector), access_log=None)
         hook = web.AppRunner(
-            webhook_app(self.injector, max_body_bytes=s.max_body_bytes),
+            webhook_app(
+                self.injector, max_body_bytes=s.max_body_bytes, read_timeout=s.read_timeout
+            ),
             access_log=None,
             shutdown_timeout=s.shutdown_timeout,
+            keepalive_timeout=s.keepalive_timeout,
+            auto_decompress=False,  # never inflate a request body (415 instead)
+            logger=quiet_server_logger(),
         )
         for runner in (admin, hook):
             await runner.setup()
             self._runners.append(runner)
         await web.TCPSite(admin, s.host, s.admin_port).start()
-        await web.TCPSite(hook, s.host, s.port, ssl_context=self.tls.listening).start()
+        await GuardedSite(
+            hook,
+            s.host,
+            s.port,
+            ssl_context=self.tls.listening,
+            header_timeout=s.read_timeout,
+            handshake_timeout=limits.TLS_HANDSHAKE_TIMEOUT_S,
+        ).start()
         self.admin_port = admin.addresses[0][1]
         self.port = hook.addresses[0][1]
         self.injector.log.info(

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from injector import limits
 from injector.admission import DEFAULT_EXCLUDED_NAMESPACES
 
 ENV_PREFIX = "MESHER_INJECTOR_"
@@ -46,7 +47,9 @@ class Settings:
     watch_timeout: int = 300
     log_format: str = "json"
     log_level: str = "info"
-    max_body_bytes: int = 8 * 1024 * 1024
+    max_body_bytes: int = limits.MAX_BODY_BYTES
+    read_timeout: float = limits.READ_TIMEOUT_S
+    keepalive_timeout: float = limits.KEEPALIVE_TIMEOUT_S
     shutdown_timeout: float = 20.0
     drain_seconds: float = 0.0
     reload_interval: float = 0.25

@@ -9,13 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
 import yaml
 
 from injector import schema
+from injector.limits import MAX_TEMPLATE_NODES, RENDER_CACHE_BYTES
 
 TOP_LEVEL_KEYS = frozenset(
     {
@@ -43,7 +46,6 @@ CONTEXT_VARIABLES = frozenset(
         "template.revision",
     }
 )
-RENDER_CACHE_SIZE = 4096
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -91,9 +93,51 @@ class Sidecar:
     image_pull_secrets: list[dict[str, Any]]
     app_env: list[dict[str, Any]]
 
+    def json(self) -> bytes:
+        """Everything the sidecar adds, as JSON (raises TypeError if it cannot be)."""
+        return orjson.dumps(
+            [
+                self.containers,
+                self.init_containers,
+                self.volumes,
+                self.image_pull_secrets,
+                self.app_env,
+            ]
+        )
+
 
 # A compiled node renders itself from the variables of one request.
 Renderer = Callable[[Mapping[str, str]], Any]
+
+
+class RenderCache:
+    """Renders by the values of the variables they depend on, bounded in bytes (the JSON
+    size of each render and its key; oldest out first). A render larger than a quarter
+    of the budget is not kept."""
+
+    __slots__ = ("_entries", "budget", "size")
+
+    def __init__(self, budget: int = RENDER_CACHE_BYTES) -> None:
+        self._entries: OrderedDict[tuple[str, ...], tuple[Sidecar, int]] = OrderedDict()
+        self.budget = budget
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[str, ...]) -> Sidecar | None:
+        entry = self._entries.get(key)
+        return entry[0] if entry is not None else None
+
+    def put(self, key: tuple[str, ...], sidecar: Sidecar, size: int) -> None:
+        size += sum(len(k) for k in key)
+        if size > self.budget // 4 or key in self._entries:
+            return
+        self._entries[key] = (sidecar, size)
+        self.size += size
+        while self.size > self.budget:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.size -= evicted
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +153,7 @@ class Template:
     _base: Renderer
     _fragments: Mapping[str, Renderer]
     _used: tuple[str, ...]
-    _cache: dict[tuple[str, ...], Sidecar] = field(default_factory=dict, compare=False)
+    _cache: RenderCache = field(default_factory=RenderCache, compare=False)
 
     def variables(self, ctx: RenderContext) -> dict[str, str]:
         variables = dict(self.values)
@@ -134,9 +178,8 @@ class Template:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        if len(self._cache) >= RENDER_CACHE_SIZE:
-            self._cache.clear()  # a crude bound: distinct variable sets are few in practice
-        sidecar = self._cache[key] = self._render(ctx.discovery_type, variables)
+        sidecar = self._render(ctx.discovery_type, variables)
+        self._cache.put(key, sidecar, len(sidecar.json()))
         return sidecar
 
     def _render(self, discovery_type: str, variables: dict[str, str]) -> Sidecar:
@@ -170,13 +213,26 @@ def revision_of(document: object) -> str:
 
 
 def load_template(text: str) -> Template:
-    """Parse and validate; raise TemplateError with every problem found."""
+    """Parse and validate; raise TemplateError with every problem found. Nothing else
+    escapes: a template of any shape that cannot be loaded is a TemplateError."""
+    try:
+        return _load(text)
+    except TemplateError:
+        raise
+    except Exception as exc:  # a shape the checks did not foresee must not escape
+        raise TemplateError([f"cannot load the template: {type(exc).__name__}: {exc}"]) from exc
+
+
+def _load(text: str) -> Template:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise TemplateError([f"not valid YAML: {_one_line(str(exc))}"]) from exc
     if not isinstance(document, dict):
         raise TemplateError(["the template must be a YAML mapping"])
+    problems = _json_problems(document)
+    if problems:  # the checks below assume string keys and JSON values
+        raise TemplateError(problems)
     problems = _check_structure(document)
     if not problems:  # the API schema's own words, once the basic shape is right
         problems += _check_schema(document)
@@ -208,7 +264,7 @@ def load_template(text: str) -> Template:
     )
     for discovery_type in template.discovery_types or ("",):
         try:
-            template.render(sample_context(discovery_type))
+            template.render(sample_context(discovery_type)).json()
         except Exception as exc:  # a template that cannot render must never activate
             raise TemplateError(
                 [f"rendering discovery type {discovery_type!r} failed: {exc}"]
@@ -226,6 +282,39 @@ def _one_line(text: str) -> str:
 
 
 # --- validation -----------------------------------------------------------------
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _json_problems(document: object) -> list[str]:
+    """Keys that are not strings and values that are not JSON (a YAML date, binary),
+    anywhere; and a node count bound, so YAML aliases cannot make a small text huge."""
+    problems: list[str] = []
+    stack: list[tuple[object, str]] = [(document, "")]
+    visited = 0
+    while stack:
+        node, where = stack.pop()
+        visited += 1
+        if visited > MAX_TEMPLATE_NODES:
+            return [
+                f"the template has more than {MAX_TEMPLATE_NODES} values "
+                "(counting each use of a YAML alias)"
+            ]
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not isinstance(key, str):
+                    problems.append(
+                        f"key {key!r} at {where or 'the top level'} must be a string (quote it)"
+                    )
+                    continue
+                stack.append((value, f"{where}.{key}" if where else key))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(node))
+        elif not isinstance(node, _JSON_SCALARS) or node != node:  # NaN is not JSON
+            problems.append(f"{where} is a {type(node).__name__}, not a JSON value (quote it)")
+        if len(problems) >= 20:
+            break
+    return problems
 
 
 def _check_structure(doc: dict[str, Any]) -> list[str]:

@@ -13,6 +13,8 @@ import datetime
 import hashlib
 import ipaddress
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,28 +32,87 @@ def build_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return context
 
 
-def cert_not_after(cert_file: Path) -> float:
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What humans and metrics see of the certificate in use."""
+
+    not_before: float
+    not_after: float
+    fingerprint: str  # SHA-256 of the DER certificate, hex
+
+
+def serving_of(cert_file: Path) -> Serving:
     cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    return cert.not_valid_after_utc.timestamp()
+    return Serving(
+        not_before=cert.not_valid_before_utc.timestamp(),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+    )
+
+
+class CertificateRefused(ValueError):
+    """The pair is not one to serve: unreadable, mismatched, expired or not yet valid.
+    `retry_at`: when the same files may become acceptable (not yet valid), else None."""
+
+    def __init__(self, message: str, retry_at: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+def load_pair(cert_file: Path, key_file: Path, *, now: float) -> tuple[ssl.SSLContext, Serving]:
+    """A checked context for the pair, or CertificateRefused saying why."""
+    try:
+        context = build_context(cert_file, key_file)
+        serving = serving_of(cert_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise CertificateRefused(f"cert/key unusable (mismatched or malformed): {exc}") from exc
+    if serving.not_after <= now:
+        raise CertificateRefused(f"the certificate expired at {_iso(serving.not_after)}")
+    if serving.not_before > now:
+        raise CertificateRefused(
+            f"the certificate is not valid before {_iso(serving.not_before)}",
+            retry_at=serving.not_before,
+        )
+    return context, serving
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat()
 
 
 @dataclass(frozen=True, slots=True)
 class TlsReload:
     changed: bool
     error: str = ""
-    not_after: float = 0.0
+    serving: Serving | None = None
 
 
 class ReloadingTls:
-    """Owns the listening SSLContext and swaps the per-handshake context on change."""
+    """Owns the listening SSLContext and swaps the per-handshake context on change.
 
-    __slots__ = ("_current", "_digest", "cert_file", "key_file", "listening")
+    A refused pair is reported once (not at every check) and retried only when the files
+    change again, or when a not-yet-valid certificate becomes valid."""
 
-    def __init__(self, cert_file: Path, key_file: Path) -> None:
+    __slots__ = (
+        "_clock",
+        "_current",
+        "_digest",
+        "_refused",
+        "cert_file",
+        "key_file",
+        "listening",
+        "serving",
+    )
+
+    def __init__(
+        self, cert_file: Path, key_file: Path, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
+        self._clock = clock
         self._digest = self._read_digest()
-        self._current = build_context(cert_file, key_file)
+        self._refused: tuple[str, float] | None = None  # digest, retry at
+        self._current, self.serving = load_pair(cert_file, key_file, now=clock())
         self.listening = build_context(cert_file, key_file)
         self.listening.sni_callback = self._select
 
@@ -73,21 +134,26 @@ class ReloadingTls:
 
     def check(self) -> TlsReload:
         """Reload if the files' content changed; keep the old context on any failure."""
+        now = self._clock()
         try:
             digest = self._read_digest()
         except OSError as exc:
-            return TlsReload(changed=False, error=f"cannot read cert or key: {exc}")
+            digest = f"unreadable: {exc}"
         if digest == self._digest:
             return TlsReload(changed=False)
+        if self._refused is not None and self._refused[0] == digest and now < self._refused[1]:
+            return TlsReload(changed=False)  # already reported
         try:
-            context = build_context(self.cert_file, self.key_file)
-            not_after = cert_not_after(self.cert_file)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            # Remember nothing: the next check retries until the pair is consistent.
-            return TlsReload(changed=False, error=f"new cert/key rejected, old one kept: {exc}")
-        self._current = context
-        self._digest = digest
-        return TlsReload(changed=True, not_after=not_after)
+            if digest.startswith("unreadable: "):
+                raise CertificateRefused(f"cannot read cert or key: {digest[12:]}")
+            context, serving = load_pair(self.cert_file, self.key_file, now=now)
+        except CertificateRefused as exc:
+            retry_at = exc.retry_at if exc.retry_at is not None else float("inf")
+            self._refused = (digest, retry_at)
+            return TlsReload(changed=False, error=f"new cert/key refused, old one kept: {exc}")
+        self._current, self.serving = context, serving
+        self._digest, self._refused = digest, None
+        return TlsReload(changed=True, serving=serving)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +164,15 @@ class CertBundle:
 
 
 def issue_certificates(
-    *, dns_names: list[str], ip_addresses: list[str] | None = None, days: int = 365
+    *,
+    dns_names: list[str],
+    ip_addresses: list[str] | None = None,
+    days: int = 365,
+    start: datetime.datetime | None = None,
 ) -> CertBundle:
-    """A fresh CA and a server certificate signed by it, both PEM."""
-    now = datetime.datetime.now(datetime.UTC)
+    """A fresh CA and a server certificate signed by it, both PEM, valid from `start`
+    (default: now, less five minutes of clock skew) for `days`."""
+    now = start + datetime.timedelta(minutes=5) if start else datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mesher-injector CA")])
     ca_cert = (

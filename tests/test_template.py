@@ -68,12 +68,20 @@ def test_renders_are_cached_by_the_variables_the_template_uses(template: Templat
     assert "PILOT_ADDR" in {e["name"] for e in pilot.containers[0]["env"]}
 
 
-def test_the_render_cache_is_bounded(template: Template) -> None:
-    from injector.template import RENDER_CACHE_SIZE
+def test_the_render_cache_is_bounded_in_bytes(template: Template) -> None:
+    from injector.limits import RENDER_CACHE_BYTES
 
-    for n in range(RENDER_CACHE_SIZE + 10):
-        template.render(replace(sample_context("sc"), service_name=f"s{n}"))
-    assert len(template._cache) <= RENDER_CACHE_SIZE
+    one = len(template.render(sample_context("sc")).json())
+    for n in range(3 * RENDER_CACHE_BYTES // one):
+        template.render(replace(sample_context("sc"), service_name=f"s{n}" + "x" * 200))
+    cache = template._cache
+    assert 0 < cache.size <= RENDER_CACHE_BYTES
+    assert len(cache) < 3 * RENDER_CACHE_BYTES // one
+    # the most recent renders are the ones kept
+    last = replace(
+        sample_context("sc"), service_name=f"s{3 * RENDER_CACHE_BYTES // one - 1}" + "x" * 200
+    )
+    assert cache.get(("sc", *[template.variables(last)[v] for v in template._used])) is not None
 
 
 def test_the_recorded_configmap_template_is_valid() -> None:

@@ -1,0 +1,164 @@
+"""Connection-level bounds aiohttp does not give: a deadline for a request's headers,
+a TLS handshake timeout, and one short warning (no traceback) for broken HTTP.
+
+`ConnectionGuard` wraps aiohttp's own protocol and forwards every transport event to
+it; when the first byte of a request arrives it starts a deadline that the handler
+stops once the headers are in (`headers_received`). A client that trickles its headers
+is cut off at the deadline. Idle keep-alive connections are aiohttp's own business
+(`keepalive_timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+
+
+class ConnectionGuard(asyncio.Protocol):
+    __slots__ = ("_header_timeout", "_inner", "_timer", "_transport", "in_request")
+
+    def __init__(self, inner: asyncio.Protocol, *, header_timeout: float) -> None:
+        self._inner = inner
+        self._header_timeout = header_timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self.in_request = False
+
+    @staticmethod
+    def of(request: web.BaseRequest) -> ConnectionGuard | None:
+        transport = request.transport
+        protocol = transport.get_protocol() if transport is not None else None
+        return protocol if isinstance(protocol, ConnectionGuard) else None
+
+    def headers_received(self) -> None:
+        """The handler runs: the headers are in. The body has the handler's own timeout."""
+        self.in_request = True
+        self._cancel()
+
+    def request_done(self) -> None:
+        self.in_request = False
+
+    def close(self) -> None:
+        self._cancel()
+        if self._transport is not None:
+            self._transport.close()
+
+    def _cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        if not self.in_request:
+            logging.getLogger("mesher_injector.http").warning(
+                "client did not send its request headers within %.1f s; connection closed",
+                self._header_timeout,
+            )
+            self.close()
+
+    # --- asyncio.Protocol, forwarded ---------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is None and not self.in_request and data:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._header_timeout, self._expired)
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel()
+        self._transport = None
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+@web.middleware
+async def request_bounds(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Marks the guarded connection busy while a handler runs (no header deadline then)."""
+    guard = ConnectionGuard.of(request)
+    if guard is None:
+        result: web.StreamResponse = await handler(request)
+        return result
+    guard.headers_received()
+    try:
+        result = await handler(request)
+        return result
+    finally:
+        guard.request_done()
+
+
+class GuardedSite(web.TCPSite):
+    """A TCPSite whose connections are wrapped in a ConnectionGuard, with a TLS
+    handshake timeout (asyncio's default is 60 s)."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        header_timeout: float,
+        handshake_timeout: float,
+        ssl_context: Any = None,
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context)
+        self._header_timeout = header_timeout
+        self._handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+        header_timeout = self._header_timeout
+
+        def protocol() -> asyncio.Protocol:
+            return ConnectionGuard(server(), header_timeout=header_timeout)
+
+        self._server = await loop.create_server(
+            protocol,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+
+
+class _OneLine(logging.Filter):
+    """aiohttp logs a broken request (malformed HTTP, a client gone mid-request) with
+    a traceback at ERROR; for input a client controls, one short WARNING is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {str(exc)[:200]}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_server_logger() -> logging.Logger:
+    logger = logging.getLogger("mesher_injector.http")
+    if not any(isinstance(f, _OneLine) for f in logger.filters):
+        logger.addFilter(_OneLine())
+    return logger

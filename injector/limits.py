@@ -1,0 +1,93 @@
+"""The whole cost budget of one request, in one place (pure).
+
+Anyone who may create a pod in a labelled namespace controls most of an AdmissionReview,
+and the API server forwards it before it checks metadata limits (DESIGN 12). Every bound
+the injector applies to what it reads, keeps or writes is a named constant here, with why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# --- what is read ------------------------------------------------------------------
+
+# The API server accepts request bodies up to 3 MiB; the AdmissionReview around the
+# (defaulted) object adds a little. Bigger bodies get 413 and are never read whole.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+# servicePorts items parsed: a pod listens on a handful of ports, never thousands.
+MAX_SERVICE_PORTS = 64
+# Containers and init containers of a pod we inject: one env op per app container, so
+# the answer grows with them; real pods have a few (the default limit per pod is none).
+MAX_CONTAINERS = 100
+# A value that becomes a template variable (label, name, namespace): Kubernetes allows
+# at most 253 characters for a name and 63 for a label value, checked after admission,
+# so anything longer would be refused anyway; it must not be rendered or cached first.
+MAX_VARIABLE_CHARS = 253
+
+# Values in a template (each use of a YAML alias counted): a real one has hundreds; a
+# ConfigMap is at most 1 MiB, but aliases can make a small text expand exponentially.
+MAX_TEMPLATE_NODES = 100_000
+
+# --- what is written ---------------------------------------------------------------
+
+# A denial message: kubectl prints it whole, so a few lines, never megabytes.
+MAX_MESSAGE_CHARS = 2048
+# One warning (kubectl prints each on its own line).
+MAX_WARNING_CHARS = 512
+# Warnings in one answer; the last one says how many more there were.
+MAX_WARNINGS = 8
+# A quoted value inside a message (an annotation, a name).
+MAX_QUOTED_CHARS = 60
+# One string field of a log line (pod name, owner, message): log lines stay small.
+MAX_LOG_FIELD_CHARS = 512
+
+# --- what is kept ------------------------------------------------------------------
+
+# Rendered sidecars remembered by the variables they depend on, counted in bytes of
+# their JSON (the Python objects are a few times that; see Template.render).
+RENDER_CACHE_BYTES = 1024 * 1024
+
+# --- how long a client may take ----------------------------------------------------
+
+# From the first byte of a request to its last header, and again for its body: the API
+# server sends a request at once, and gives up on it after its webhook timeout (ours 5 s,
+# at most 30 s), so a slower client is not the API server.
+READ_TIMEOUT_S = 10.0
+# An idle keep-alive connection is closed after this: longer than the API server's own
+# idle timeout (Go's transport, 90 s), so the client closes first and never races us.
+KEEPALIVE_TIMEOUT_S = 120.0
+# To complete a TLS handshake (asyncio's default is 60 s).
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    note = f"... ({len(text) - limit} more characters)"
+    return text[: max(limit - len(note), 0)] + note
+
+
+def join_capped(items: Iterable[str], *, limit: int, separator: str = "; ") -> str:
+    """Join `items` until `limit` characters, then "... and N more"; reads only what it
+    shows plus a count, so a million items cost a count."""
+    items = list(items) if not isinstance(items, list) else items
+    shown: list[str] = []
+    size = 0
+    for item in items:
+        if size + len(item) + len(separator) > limit - 40:
+            break
+        shown.append(item)
+        size += len(item) + len(separator)
+    text = separator.join(shown)
+    if len(shown) < len(items):
+        text += f"{separator if shown else ''}... and {len(items) - len(shown)} more"
+    return clip(text, limit)
+
+
+def cap_warnings(warnings: list[str]) -> tuple[str, ...]:
+    """At most MAX_WARNINGS warnings of at most MAX_WARNING_CHARS each."""
+    kept = [clip(w, MAX_WARNING_CHARS) for w in warnings[:MAX_WARNINGS]]
+    if len(warnings) > MAX_WARNINGS:
+        kept[-1] = f"... and {len(warnings) - MAX_WARNINGS + 1} more warnings"
+    return tuple(kept)

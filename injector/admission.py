@@ -387,8 +387,57 @@ def _text(value: object) -> str:
     return clip(value, MAX_LOG_FIELD_CHARS) if isinstance(value, str) else ""
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the webhook sends for one request body: a decision (HTTP 200) or a refusal
+    (HTTP 400 with `{"error": ...}`, `refusal` its bounded reason label)."""
+
+    status: int
+    body: bytes
+    review: Review | None = None
+    outcome: Outcome | None = None
+    refusal: str = ""
+    error: str = ""
+    failure: Exception | None = None  # the bug behind an internal-error denial
+
+
+def answer(
+    raw: bytes,
+    template: Template | None,
+    *,
+    excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
+) -> Answer:
+    """Bytes in, answer out: never raises, whatever the bytes."""
+    try:
+        review = parse_review(orjson.loads(raw))
+    except BadReview as exc:
+        return _refusal("not-an-admission-review", str(exc))
+    except ValueError as exc:  # orjson.JSONDecodeError, bad UTF-8 and too deep included
+        return _refusal("malformed-json", f"the body is not valid JSON: {exc}")
+    failure: Exception | None = None
+    try:
+        outcome = decide(review.request, template, excluded_namespaces=excluded_namespaces)
+    except BadReview as exc:
+        return _refusal("not-a-valid-pod", str(exc), review)
+    except Exception as exc:  # a bug must deny, not admit a pod half-injected or crash
+        failure = exc
+        outcome = Outcome(
+            decision="denied",
+            reason="internal-error",
+            message="mesher-injector failed to decide; see its logs",
+        )
+    body = orjson.dumps(build_response(review, outcome))
+    return Answer(status=200, body=body, review=review, outcome=outcome, failure=failure)
+
+
+def _refusal(reason: str, error: str, review: Review | None = None) -> Answer:
+    error = clip(error, MAX_MESSAGE_CHARS)
+    body = orjson.dumps({"error": error})
+    return Answer(status=400, body=body, review=review, refusal=reason, error=error)
+
+
 def build_response(review: Review, outcome: Outcome) -> dict[str, Any]:
-    """The AdmissionReview answering `review` (what `Answer.body` serialises)."""
+    """The AdmissionReview answering `review`."""
     response: dict[str, Any] = {"uid": review.uid, **response_fields(outcome)}
     return {"apiVersion": review.api_version, "kind": "AdmissionReview", "response": response}
 

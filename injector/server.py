@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp import web
 from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from injector import limits, logs
-from injector.admission import BadReview, Outcome, build_response, decide, parse_review, pod_facts
+from injector.admission import answer, pod_facts
 from injector.guard import GuardedSite, quiet_server_logger, request_bounds
 from injector.limits import clip
 from injector.metrics import Metrics
@@ -82,7 +81,7 @@ READ_TIMEOUT = web.AppKey("read_timeout", float)
 
 def _refuse(injector: Injector, status: int, reason: str, message: str) -> web.Response:
     """An HTTP error answer (not an admission decision): counted, one short log line."""
-    message = clip(message, limits.MAX_MESSAGE_CHARS)
+    message = clip(message, limits.MAX_MESSAGE_CHARS)  # the same cap as admission's refusals
     injector.metrics.bad_requests.labels(reason=reason).inc()
     injector.log.warning("bad_request", status=status, reason=reason, error=message)
     return web.json_response({"error": message}, status=status)
@@ -114,35 +113,17 @@ async def mutate(request: web.Request) -> web.StreamResponse:
     except web.HTTPRequestEntityTooLarge as exc:
         return _refuse(injector, 413, "too-large", exc.text or "request body too large")
     except TimeoutError:
-        late = _refuse(injector, 408, "body-timeout", "the request body did not arrive in time")
-        late.force_close()
-        return late
+        return _refuse(injector, 408, "body-timeout", "the request body did not arrive in time")
     except (ConnectionError, aiohttp.ClientError) as exc:
         injector.metrics.bad_requests.labels(reason="client-disconnected").inc()
         injector.log.warning("client_disconnected", error=clip(str(exc) or type(exc).__name__, 200))
         raise web.HTTPBadRequest() from None  # nobody reads it: the connection is gone
-    try:
-        review = parse_review(orjson.loads(raw))
-    except BadReview as exc:
-        return _refuse(injector, 400, "not-an-admission-review", str(exc))
-    except ValueError as exc:  # orjson.JSONDecodeError, bad UTF-8 included
-        return _refuse(injector, 400, "malformed-json", f"the body is not valid JSON: {exc}")
-    try:
-        outcome = decide(
-            review.request,
-            injector.store.template,
-            excluded_namespaces=injector.excluded_namespaces,
-        )
-    except BadReview as exc:
-        return _refuse(injector, 400, "not-a-valid-pod", str(exc))
-    except Exception:  # a bug must deny, not admit a pod half-injected or crash
-        injector.log.exception("decision_failed", uid=review.uid)
-        outcome = Outcome(
-            decision="denied",
-            reason="internal-error",
-            message="mesher-injector failed to decide; see its logs",
-        )
-    body_out = orjson.dumps(build_response(review, outcome))
+    result = answer(raw, injector.store.template, excluded_namespaces=injector.excluded_namespaces)
+    review, outcome = result.review, result.outcome
+    if outcome is None or review is None:
+        return _refuse(injector, result.status, result.refusal, result.error)
+    if result.failure is not None:
+        injector.log.error("decision_failed", uid=review.uid, exc_info=result.failure)
     elapsed = time.perf_counter() - started
     injector.metrics.observe_decision(outcome, elapsed)
     facts = pod_facts(review.request)
@@ -163,7 +144,7 @@ async def mutate(request: web.Request) -> web.StreamResponse:
     if outcome.decision == "denied":
         fields["message"] = outcome.message
     logs.info(injector.log, "admission", fields)
-    return web.Response(body=body_out, content_type="application/json")
+    return web.Response(body=result.body, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -356,6 +337,7 @@ class Server:
             shutdown_timeout=s.shutdown_timeout,
             keepalive_timeout=s.keepalive_timeout,
             auto_decompress=False,  # never inflate a request body (415 instead)
+            lingering_time=0,  # a body left unread (413, 415, 408) is not waited for: close
             logger=quiet_server_logger(),
         )
         for runner in (admin, hook):

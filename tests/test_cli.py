@@ -88,6 +88,22 @@ def test_check_template_rejects_an_invalid_template(tmp_path: Path) -> None:
     assert "unknown variable {{ oops }}" in result.stderr
 
 
+def test_check_template_refuses_integer_and_mixed_keys_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    for limits in ("{1: 256Mi}", "{memory: 256Mi, 1: 2}"):
+        bad = tmp_path / "t.yaml"
+        text = DEFAULT_TEMPLATE.read_text().replace(
+            "      limits:\n        memory: 256Mi", f"      limits: {limits}"
+        )
+        assert text != DEFAULT_TEMPLATE.read_text()
+        bad.write_text(text)
+        result = cli("check-template", str(bad))
+        assert result.returncode == 1
+        assert "key 1 at containers[0].resources.limits must be a string" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_serve_without_tls_material_says_what_to_pass() -> None:
     result = cli("serve")
     assert result.returncode == 1

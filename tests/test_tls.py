@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from injector.server import Server
-from injector.tls import CertBundle, issue_certificates
+from injector.tls import CertBundle, ReloadingTls, issue_certificates
 from tests.conftest import start_server
 from tests.helpers import ROOT, wait_until
 
@@ -222,3 +222,101 @@ async def running_tls_port(tmp_path: Path) -> object:
     server, _ = await start_server(tmp_path)
     yield server.port
     await server.stop()
+
+
+def rejected_count(server: Server) -> float:
+    return (
+        server.injector.metrics.registry.get_sample_value(
+            "mesher_injector_tls_reloads_total", {"result": "rejected"}
+        )
+        or 0.0
+    )
+
+
+async def test_an_expired_certificate_is_refused_once_and_the_old_one_kept(
+    tmp_path: Path, pairs: tuple[CertBundle, CertBundle]
+) -> None:
+    good, _ = pairs
+    expired = issue_certificates(
+        dns_names=["localhost"],
+        days=1,
+        start=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3),
+    )
+    write_pair(tmp_path, good)
+    server = await serve_files(tmp_path)
+    try:
+        write_pair(tmp_path, expired)
+        await wait_until(lambda: rejected_count(server) == 1)
+        await asyncio.sleep(0.3)  # many more checks of the same files (every 0.02 s here)
+        assert rejected_count(server) == 1  # reported once, not at every check
+        assert await served_cert(server.port) == der(good)
+    finally:
+        await server.stop()
+
+
+def test_a_mismatched_pair_is_reported_once_until_the_files_change(
+    tmp_path: Path, pairs: tuple[CertBundle, CertBundle]
+) -> None:
+    old, new = pairs
+    write_pair(tmp_path, old)
+    tls = ReloadingTls(tmp_path / "tls.crt", tmp_path / "tls.key")
+    write_pair(tmp_path, new, key=False)
+    first = tls.check()
+    assert not first.changed
+    assert "refused, old one kept" in first.error
+    assert [tls.check().error for _ in range(5)] == [""] * 5
+    write_pair(tmp_path, new, cert=False)
+    assert tls.check().changed
+    assert (
+        tls.serving.not_after
+        == x509.load_pem_x509_certificate(new.cert).not_valid_after_utc.timestamp()
+    )
+
+
+def test_a_not_yet_valid_certificate_is_taken_once_it_becomes_valid(tmp_path: Path) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    write_pair(tmp_path, issue_certificates(dns_names=["localhost"]))
+    clock = [now.timestamp()]
+    tls = ReloadingTls(tmp_path / "tls.crt", tmp_path / "tls.key", clock=lambda: clock[0])
+    future = issue_certificates(dns_names=["localhost"], start=now + datetime.timedelta(hours=1))
+    write_pair(tmp_path, future)
+    refused = tls.check()
+    assert "not valid before" in refused.error
+    assert tls.check().error == ""  # reported once
+    clock[0] += 2 * 3600
+    assert tls.check().changed
+
+
+def test_serve_refuses_to_start_on_an_expired_certificate(tmp_path: Path) -> None:
+    expired = issue_certificates(
+        dns_names=["localhost"],
+        days=1,
+        start=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3),
+    )
+    write_pair(tmp_path, expired)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "injector",
+            "serve",
+            "--tls-cert",
+            str(tmp_path / "tls.crt"),
+            "--tls-key",
+            str(tmp_path / "tls.key"),
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "the certificate expired at" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -1,0 +1,290 @@
+"""Hostile requests against a real `mesher-injector serve` process: peak memory (VmHWM
+of the server process), the largest answer, and a normal request's latency meanwhile.
+
+`python -m bench.attacks` runs each attack against a fresh server and prints Markdown;
+tests/test_memory.py runs them all against one server and asserts the bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "admission" / "server-mesher.json"
+MiB = 1024 * 1024
+HEADERS = {"Content-Type": "application/json"}
+
+
+def base_review() -> dict[str, Any]:
+    review: dict[str, Any] = json.loads(FIXTURE.read_text())
+    return review
+
+
+def with_annotation(key: str, value: str, uid: str = "attack") -> bytes:
+    review = base_review()
+    review["request"]["uid"] = uid
+    review["request"]["object"]["metadata"]["annotations"][key] = value
+    return json.dumps(review).encode()
+
+
+def commas_in_service_ports(size: int) -> bytes:
+    return with_annotation("sidecar.mesher.io/servicePorts", "," * size)
+
+
+def typo_ports() -> bytes:
+    ports = ",".join(f"grps:{n}" for n in range(1, 131_073))  # 131k grps items (~1.3 MiB)
+    return with_annotation("sidecar.mesher.io/servicePorts", ports)
+
+
+def many_containers(count: int) -> bytes:
+    review = base_review()
+    review["request"]["object"]["spec"]["containers"] = [
+        {"name": f"c{n}", "image": "x"} for n in range(count)
+    ]
+    return json.dumps(review).encode()
+
+
+def big_label(size: int, n: int) -> bytes:
+    review = base_review()
+    review["request"]["uid"] = f"label-{n}"
+    review["request"]["object"]["metadata"]["labels"]["app"] = f"{n}-" + "a" * size
+    return json.dumps(review).encode()
+
+
+def big_pod(size: int, n: int) -> bytes:
+    """An injectable pod carrying `size` bytes of an unrelated annotation."""
+    return with_annotation("padding", "x" * size, uid=f"big-{n}")
+
+
+def gzip_bomb(inflated: int) -> bytes:
+    return gzip.compress(b" " * inflated, compresslevel=9)
+
+
+@dataclass(frozen=True)
+class Attack:
+    name: str
+    what: str
+    requests: Callable[[], Iterator[tuple[bytes, dict[str, str]]]]
+    concurrency: int = 1
+
+
+def _repeat(
+    body: Callable[[], bytes], times: int, headers: dict[str, str] = HEADERS
+) -> Callable[[], Iterator[tuple[bytes, dict[str, str]]]]:
+    def requests() -> Iterator[tuple[bytes, dict[str, str]]]:
+        one = body()
+        for _ in range(times):
+            yield one, headers
+
+    return requests
+
+
+ATTACKS = [
+    Attack(
+        "commas-3mib",
+        "servicePorts of 3 MiB of commas, 5 times",
+        _repeat(lambda: commas_in_service_ports(3 * MiB), 5),
+    ),
+    Attack(
+        "commas-1.4mib",
+        "servicePorts of 1.4 MiB of commas, 5 times",
+        _repeat(lambda: commas_in_service_ports(1_468_006), 5),
+    ),
+    Attack("grps-typos", "servicePorts of 131k `grps:N` items, 5 times", _repeat(typo_ports, 5)),
+    Attack(
+        "containers-30k",
+        "a pod with 30,000 containers, 5 times",
+        _repeat(lambda: many_containers(30_000), 5),
+    ),
+    Attack(
+        "containers-100k",
+        "a pod with 100,000 containers (about 3 MiB), 3 times",
+        _repeat(lambda: many_containers(100_000), 3),
+    ),
+    Attack(
+        "labels-1mib",
+        "100 pods with distinct 1 MiB `app` labels",
+        lambda: ((big_label(MiB, n), HEADERS) for n in range(100)),
+    ),
+    Attack(
+        "gzip-bombs",
+        "30 gzip bodies of 9 KiB inflating to 9 MiB",
+        _repeat(lambda: gzip_bomb(9 * MiB), 30, {**HEADERS, "Content-Encoding": "gzip"}),
+    ),
+    Attack(
+        "big-pods-flood",
+        "4 clients sending 2 MiB injectable pods, 200 in all",
+        lambda: ((big_pod(2 * MiB, n), HEADERS) for n in range(200)),
+        concurrency=4,
+    ),
+]
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    port: int
+    admin_port: int
+    ca_file: Path
+    log: Path
+
+    def peak_rss_mib(self) -> float:
+        return _status_mib(self.proc.pid, "VmHWM")
+
+    def rss_mib(self) -> float:
+        return _status_mib(self.proc.pid, "VmRSS")
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.log.read_text()
+
+
+def _status_mib(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise LookupError(key)
+
+
+def start(workdir: Path, *extra: str) -> ServerProcess:
+    """`mesher-injector serve` on loopback, ephemeral ports, the default template."""
+    log = workdir / "server.log"
+    certs = workdir / "certs"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "injector",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--self-signed",
+            "--self-signed-dir",
+            str(certs),
+            "--template-file",
+            str(ROOT / "config" / "template.yaml"),
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if '"event":"serving"' in line:
+                event = json.loads(line)
+                return ServerProcess(
+                    proc, event["port"], event["admin_port"], certs / "ca.crt", log
+                )
+        if proc.poll() is not None:
+            raise RuntimeError(f"serve exited: {log.read_text()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"serve did not start: {log.read_text()}")
+
+
+@dataclass
+class Result:
+    statuses: dict[int, int] = field(default_factory=dict)
+    largest_answer: int = 0
+    seconds: float = 0.0
+    probe_ms: list[float] = field(default_factory=list)
+
+
+async def run(server: ServerProcess, attack: Attack, *, probe: bool = False) -> Result:
+    """Send the attack; with `probe`, time a normal admission every 50 ms meanwhile."""
+    ctx = ssl.create_default_context(cafile=str(server.ca_file))
+    url = f"https://localhost:{server.port}/mutate"
+    result = Result()
+    normal = FIXTURE.read_bytes()
+    requests = iter(attack.requests())
+    started = time.perf_counter()
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ctx, limit=attack.concurrency + 2),
+        timeout=timeout,
+        auto_decompress=False,
+    ) as session:
+
+        async def client() -> None:
+            for body, headers in requests:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    answer = await resp.read()
+                result.statuses[resp.status] = result.statuses.get(resp.status, 0) + 1
+                result.largest_answer = max(result.largest_answer, len(answer))
+
+        async def prober(done: asyncio.Event) -> None:
+            while not done.is_set():
+                t = time.perf_counter()
+                async with session.post(url, data=normal, headers=HEADERS) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+                result.probe_ms.append((time.perf_counter() - t) * 1000)
+                await asyncio.sleep(0.05)
+
+        if probe:  # one request first, so the probes time admissions, not a TLS handshake
+            async with session.post(url, data=normal, headers=HEADERS) as resp:
+                await resp.read()
+        done = asyncio.Event()
+        probing = asyncio.create_task(prober(done)) if probe else None
+        await asyncio.gather(*(client() for _ in range(attack.concurrency)))
+        done.set()
+        if probing is not None:
+            await probing
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def main() -> None:
+    print(
+        "| attack | answers | largest answer | peak RSS (VmHWM) | time | normal request p50 / max meanwhile |"
+    )
+    print("|---|---|---|---|---|---|")
+    for attack in ATTACKS:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start(Path(tmp))
+            try:
+                idle = server.peak_rss_mib()
+                result = asyncio.run(run(server, attack, probe=True))
+                peak = server.peak_rss_mib()
+            finally:
+                log = server.stop()
+            statuses = ", ".join(f"{n}x {s}" for s, n in sorted(result.statuses.items()))
+            probe = result.probe_ms or [0.0]
+            tracebacks = log.count("Traceback")
+            print(
+                f"| {attack.what} | {statuses} | {result.largest_answer:,} B | "
+                f"{peak:.0f} MiB (idle {idle:.0f}) | {result.seconds:.1f} s | "
+                f"{statistics.median(probe):.1f} / {max(probe):.1f} ms |"
+                + (f" {tracebacks} tracebacks!" if tracebacks else "")
+            )
+
+
+if __name__ == "__main__":
+    main()

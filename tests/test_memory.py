@@ -1,0 +1,31 @@
+"""Every attack of bench/attacks.py against one real `serve` process: the server's peak
+RSS (VmHWM, from /proc) stays under 200 MiB (the Deployment's limit is 256Mi), every
+answer is small, and the server logs no traceback."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bench.attacks import ATTACKS, run, start
+
+PEAK_RSS_LIMIT_MIB = 200
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+async def test_no_attack_takes_the_server_over_200_mib_or_logs_a_traceback(tmp_path: Path) -> None:
+    server = await asyncio.to_thread(start, tmp_path)
+    try:
+        for attack in ATTACKS:
+            result = await run(server, attack)
+            assert sum(result.statuses.values()) > 0, attack.name
+            assert set(result.statuses) <= {200, 415}, (attack.name, result.statuses)
+            assert result.largest_answer < 8 * 1024, (attack.name, result.largest_answer)
+            peak = server.peak_rss_mib()
+            assert peak < PEAK_RSS_LIMIT_MIB, (attack.name, peak)
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log
+    assert '"level":"error"' not in log

@@ -48,7 +48,7 @@ k8s-schema: $(STAMP)
 
 # kustomize cannot read above deploy/, so deploy/ holds a copy of the template.
 deploy-template:
-	cp config/template.yaml deploy/base/template.yaml
+	cp config/template.yaml deploy/template/template.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

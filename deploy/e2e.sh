@@ -21,14 +21,11 @@ fi
 cleanup() {
   "$kubectl" delete -k "$here/examples" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   "$kubectl" delete -k "$here" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  "$kubectl" delete -k "$here/template" --ignore-not-found --wait=false >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-"$here/install.sh"
-if [ -n "${IMAGE:-}" ]; then
-  "$kubectl" -n mesher-system set image deployment/mesher-injector injector="$IMAGE"
-  "$kubectl" -n mesher-system rollout status deployment/mesher-injector --timeout=180s
-fi
+"$here/install.sh"  # IMAGE, if set, is applied before install.sh waits for anything
 # A webhook configuration change reaches the API server's cache after a moment.
 sleep 3
 "$kubectl" apply -k "$here/examples"

@@ -72,6 +72,28 @@ EXPECTED: dict[str, Expected] = {
         "denied", "invalid-service-ports", message=('"rest:abc"', '"grpc:70000"', "65535")
     ),
     "ports-injection-attempt": Expected("denied", "invalid-service-ports", message=("evil",)),
+    # Workload pods (recorded on v1.28.7): service.name from the app label.
+    "job-pod": Expected(
+        "injected", "requested", "sc", {"SERVICE_NAME": "nightly", "SERVICE_PORTS": "rest:9999"}
+    ),
+    "statefulset-pod": Expected(
+        "injected", "requested", "sc", {"SERVICE_NAME": "db", "SERVICE_PORTS": "rest:9999"}
+    ),
+    "daemonset-pod": Expected(
+        "injected", "requested", "sc", {"SERVICE_NAME": "agent", "SERVICE_PORTS": "rest:9999"}
+    ),
+    # nativeSidecar is not read yet (classic injection); the pod's own native sidecar stays.
+    "native-sidecar-pod": Expected(
+        "injected",
+        "requested",
+        "sc",
+        {"SERVICE_NAME": "native"},
+        warnings=("port 9999 is not declared",),
+    ),
+    # The template ConfigMap's reviews, if they ever reached /mutate: not a pod.
+    "configmap-create": Expected("skipped", "not-a-pod-create"),
+    "configmap-update": Expected("skipped", "not-a-pod-create"),
+    "configmap-delete": Expected("skipped", "not-a-pod-create"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -13,12 +14,22 @@ from typing import Any
 import pytest
 import yaml
 
+from injector.admission import decide
 from injector.cli import build_parser
 from injector.manual import inject_documents
 from injector.server import Injector, webhook_app
-from injector.template import Template
+from injector.sources.configmap import ConfigMapRef
+from injector.template import Template, load_template
 from injector.tls import service_dns_names
-from tests.helpers import DEFAULT_TEMPLATE, ROOT
+from tests.helpers import (
+    DEFAULT_TEMPLATE,
+    KUBE_API,
+    ROOT,
+    admission_fixture,
+    admission_fixture_names,
+)
+
+TEMPLATE = load_template(DEFAULT_TEMPLATE.read_text())
 
 DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "base"
@@ -67,7 +78,16 @@ def test_every_kustomization_resource_exists() -> None:
                 assert (kustomization.parent / file.split("=")[-1]).exists()
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+KUBECTL = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    result = run(["kubectl", "kustomize", str(folder)], cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+@KUBECTL
 @pytest.mark.parametrize(
     ("folder", "expected"),
     [
@@ -78,31 +98,80 @@ def test_every_kustomization_resource_exists() -> None:
                 "ServiceAccount",
                 "Role",
                 "RoleBinding",
-                "ConfigMap",
                 "Service",
                 "Deployment",
                 "PodDisruptionBudget",
+                "NetworkPolicy",
                 "MutatingWebhookConfiguration",
             },
         ),
         ("deploy/cert-manager", {"Issuer", "Certificate", "MutatingWebhookConfiguration"}),
+        ("deploy/template", {"ConfigMap"}),
         ("deploy/examples", {"Namespace", "Deployment", "Service"}),
     ],
 )
 def test_kustomize_builds(folder: str, expected: set[str]) -> None:
-    result = run(["kubectl", "kustomize", folder], cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    built = [d for d in yaml.safe_load_all(result.stdout) if d]
+    built = kustomize(ROOT / folder)
     assert expected <= {d["kind"] for d in built}
     configmaps = [d for d in built if d["kind"] == "ConfigMap"]
+    assert bool(configmaps) == (folder == "deploy/template")  # only there: the admin's
     for configmap in configmaps:  # generated without a name hash, holding config/'s template
         assert configmap["metadata"]["name"] == "mesher-sidecar-template"
+        assert configmap["metadata"]["namespace"] == "mesher-system"
         assert configmap["data"]["template.yaml"] == DEFAULT_TEMPLATE.read_text()
 
 
+OTHER_NAMESPACE_OVERLAY = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: mesh-tools
+resources:
+  - {deploy}
+patches:
+  - target:
+      kind: MutatingWebhookConfiguration
+      name: mesher-injector
+    patch: |-
+      - op: replace
+        path: /webhooks/0/namespaceSelector/matchExpressions/0/values/2
+        value: mesh-tools
+"""
+
+
+@KUBECTL
+def test_an_overlay_into_another_namespace_is_consistent(tmp_path: Path) -> None:
+    """The README's overlay: everything lands in mesh-tools, the injector finds its
+    ConfigMap there (the pod's own namespace), the webhook calls the Service there and
+    excludes mesh-tools instead of mesher-system."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    deploy = os.path.relpath(DEPLOY, overlay)
+    (overlay / "kustomization.yaml").write_text(OTHER_NAMESPACE_OVERLAY.format(deploy=deploy))
+    built = kustomize(overlay)
+    for doc in built:
+        if doc["kind"] == "Namespace":
+            assert doc["metadata"]["name"] == "mesh-tools"
+        elif doc["kind"] != "MutatingWebhookConfiguration":
+            assert doc["metadata"]["namespace"] == "mesh-tools", doc["kind"]
+    (binding,) = [d for d in built if d["kind"] == "RoleBinding"]
+    assert binding["subjects"][0]["namespace"] == "mesh-tools"
+    (webhook,) = [d for d in built if d["kind"] == "MutatingWebhookConfiguration"]
+    (hook,) = webhook["webhooks"]
+    assert hook["clientConfig"]["service"]["namespace"] == "mesh-tools"
+    (excluded,) = hook["namespaceSelector"]["matchExpressions"]
+    assert excluded["values"] == ["kube-system", "kube-public", "mesh-tools"]
+    (deployment,) = [d for d in built if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert args.configmap == ""  # the ConfigMap is looked up in the pod's own namespace
+    ref = ConfigMapRef.parse(args.configmap, default_namespace="mesh-tools")
+    assert (ref.namespace, ref.name) == ("mesh-tools", "mesher-sidecar-template")
+    assert "mesher-system" not in yaml.safe_dump(deployment)
+
+
 def test_the_template_configmap_equals_config() -> None:
-    assert (BASE / "template.yaml").read_text() == DEFAULT_TEMPLATE.read_text()
-    spec = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    assert (DEPLOY / "template" / "template.yaml").read_text() == DEFAULT_TEMPLATE.read_text()
+    spec = yaml.safe_load((DEPLOY / "template" / "kustomization.yaml").read_text())
     (generator,) = spec["configMapGenerator"]
     assert generator["name"] == "mesher-sidecar-template"
     assert generator["files"] == ["template.yaml"]
@@ -117,9 +186,9 @@ def test_rbac_allows_only_reading_the_template_configmap(
     (rule,) = role["rules"]
     assert rule["resources"] == ["configmaps"]
     assert sorted(rule["verbs"]) == ["get", "list", "watch"]
-    namespace, name = serve_args.configmap.split("/")
-    assert rule["resourceNames"] == [name]
-    assert namespace == role["metadata"]["namespace"] == "mesher-system"
+    ref = ConfigMapRef.parse(serve_args.configmap, default_namespace="mesher-system")
+    assert rule["resourceNames"] == [ref.name]
+    assert ref.namespace == role["metadata"]["namespace"] == "mesher-system"
     binding = one(BASE / "rbac.yaml", "RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     (subject,) = binding["subjects"]
@@ -181,8 +250,18 @@ def test_tls_files_come_from_the_mounted_secret(
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
 
 
-def test_service_maps_443_to_the_webhook_port(deployment: dict[str, Any]) -> None:
-    service = one(BASE / "service.yaml", "Service")
+def webhook_service() -> dict[str, Any]:
+    (service,) = [
+        d for d in docs(BASE / "service.yaml") if d["metadata"]["name"] == "mesher-injector"
+    ]
+    return service
+
+
+def test_service_maps_443_to_the_webhook_port_and_nothing_else(
+    deployment: dict[str, Any],
+) -> None:
+    service = webhook_service()
+    assert [p["name"] for p in service["spec"]["ports"]] == ["https"]
     https = next(p for p in service["spec"]["ports"] if p["name"] == "https")
     assert https["port"] == 443
     assert https["targetPort"] == "https"
@@ -195,7 +274,7 @@ def test_service_maps_443_to_the_webhook_port(deployment: dict[str, Any]) -> Non
 def test_webhook_configuration_matches_the_service_and_the_server() -> None:
     config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
     (hook,) = config["webhooks"]
-    service = one(BASE / "service.yaml", "Service")
+    service = webhook_service()
     client = hook["clientConfig"]["service"]
     assert client["name"] == service["metadata"]["name"]
     assert client["namespace"] == service["metadata"]["namespace"]
@@ -212,7 +291,6 @@ def test_webhook_configuration_matches_the_service_and_the_server() -> None:
     (rule,) = hook["rules"]
     assert rule["operations"] == ["CREATE"]
     assert rule["resources"] == ["pods"]
-    assert hook["namespaceSelector"] == {"matchLabels": {"sidecar-injector": "enabled"}}
 
 
 def test_cert_manager_overlay_issues_the_secret_the_deployment_mounts() -> None:
@@ -273,71 +351,258 @@ def test_dockerfile_runs_as_a_numeric_non_root_user_from_the_lock_file() -> None
     assert text.count("FROM ") == 2
 
 
-def fake_kubectl(tmp_path: Path, *, secret_ca: str | None) -> tuple[Path, Path]:
-    """A kubectl that records its arguments (and the files it is given) and answers the
-    one query install.sh makes: the existing TLS Secret's ca.crt, if any."""
-    log = tmp_path / "kubectl.log"
-    script = tmp_path / "kubectl"
-    answer = f'echo -n "{secret_ca}"; exit 0' if secret_ca else "exit 1"
-    script.write_text(
-        "#!/usr/bin/env bash\n"
-        f'printf "%s\\n" "$*" >> "{log}"\n'
-        'for a in "$@"; do if [ -f "$a" ] && [ "${a##*.}" = yaml ]; then cp "$a" "'
-        + str(tmp_path)
-        + '/applied-$(basename "$a")"; fi; done\n'
-        'case "$*" in *"get secret"*"-o jsonpath"*) ' + answer + ";; esac\n"
-        'case "$*" in *"get secret"*) exit ' + ("0" if secret_ca else "1") + ";; esac\n"
-        "exit 0\n"
-    )
-    script.chmod(0o755)
+FAKE_KUBECTL = r"""
+import json, os, shutil, sys
+state_file = os.environ["FAKE_KUBECTL_STATE"]
+state = json.load(open(state_file))
+args = sys.argv[1:]
+line = " ".join(args)
+state["calls"].append(line)
+out, code = "", 0
+if args[:2] == ["apply", "-f"] and args[2].endswith("secret.yaml"):
+    import yaml
+    state["secret_ca"] = yaml.safe_load(open(args[2]))["data"]["ca.crt"]
+    state["events"].append("secret")
+elif args[:2] == ["apply", "-k"]:
+    kustomization = os.path.join(args[2], "kustomization.yaml")
+    state["applied_kustomizations"].append(open(kustomization).read())
+    state["webhook"] = True
+    state["events"].append("apply")
+elif args[:2] in (["create", "-k"], ["replace", "-k"]):
+    state["configmap"] = True
+    state["events"].append(args[0] + "-template")
+elif "get secret" in line:
+    if state["secret_ca"] is None:
+        code = 1
+    elif "jsonpath" in line:
+        out = state["secret_ca"]
+elif "get configmap" in line:
+    code = 0 if state["configmap"] else 1
+elif args[:2] == ["get", "mutatingwebhookconfiguration"]:
+    if not state["webhook"]:
+        code = 1
+    elif "jsonpath" in line:
+        out = state["ca_bundle"]
+elif args[:2] == ["get", "validatingwebhookconfiguration"]:
+    code = 1
+elif args[:2] == ["patch", "mutatingwebhookconfiguration"]:
+    (op,) = json.loads(args[args.index("-p") + 1])
+    state["ca_bundle"] = op["value"]
+    state["events"].append("ca:" + op["value"])
+elif "get pods" in line:
+    out = chr(10).join(state["pods"])
+elif "rollout restart" in line:
+    state["pods"] = [p + "-new" for p in state["pods"]]
+    state["events"].append("restart")
+elif "rollout status" in line:
+    state["events"].append("status")
+elif "wait --for=delete" in line:
+    state["events"].append("gone:" + " ".join(a for a in args if a.startswith("pod/")))
+json.dump(state, open(state_file, "w"))
+sys.stdout.write(out)
+sys.exit(code)
+"""
+
+
+def fake_cluster(tmp_path: Path, **state: Any) -> tuple[dict[str, str], Path]:
+    """A kubectl (and a mesher-injector CLI) for install.sh: the fake keeps the cluster's
+    state in a JSON file (Secret CA, caBundle, template ConfigMap, pods) and records every
+    call and, in order, the events that matter."""
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f"#!{sys.executable}\n{FAKE_KUBECTL}")
+    kubectl.chmod(0o755)
     cli = tmp_path / "mesher-injector"
     cli.write_text(f'#!/usr/bin/env bash\nexec "{sys.executable}" -m injector "$@"\n')
     cli.chmod(0o755)
-    return script, log
+    state_file = tmp_path / "cluster.json"
+    initial = {
+        "calls": [],
+        "events": [],
+        "applied_kustomizations": [],
+        "secret_ca": None,
+        "ca_bundle": "",
+        "configmap": False,
+        "webhook": False,
+        "pods": ["pod/mesher-injector-a", "pod/mesher-injector-b"],
+    }
+    state_file.write_text(json.dumps({**initial, **state}))
+    env = {
+        **os.environ,
+        "KUBECTL": str(kubectl),
+        "MESHER_INJECTOR": str(cli),
+        "FAKE_KUBECTL_STATE": str(state_file),
+    }
+    return env, state_file
 
 
-def run_install(
-    tmp_path: Path, kubectl: Path, cli: Path, **env: str
-) -> subprocess.CompletedProcess[str]:
-    return run(
-        ["bash", str(DEPLOY / "install.sh")],
-        env={**os.environ, "KUBECTL": str(kubectl), "MESHER_INJECTOR": str(cli), **env},
-        cwd=ROOT,
-    )
+def install(env: dict[str, str], state_file: Path, **extra: str) -> dict[str, Any]:
+    result = run(["bash", str(DEPLOY / "install.sh")], env={**env, **extra}, cwd=ROOT)
+    assert result.returncode == 0, result.stderr + result.stdout
+    state: dict[str, Any] = json.loads(state_file.read_text())
+    state["stdout"] = result.stdout
+    return state
 
 
-def test_install_issues_a_certificate_applies_everything_and_sets_the_ca_bundle(
+def cas_in(bundle: str) -> list[str]:
+    """The certificates in a base64 caBundle, as PEM blocks."""
+    text = base64.b64decode(bundle).decode()
+    return [
+        b + "-----END CERTIFICATE-----\n" for b in text.split("-----END CERTIFICATE-----\n")[:-1]
+    ]
+
+
+def test_first_install_creates_the_template_issues_a_cert_and_sets_the_ca_bundle(
     tmp_path: Path,
 ) -> None:
-    kubectl, log = fake_kubectl(tmp_path, secret_ca=None)
-    result = run_install(tmp_path, kubectl, tmp_path / "mesher-injector")
-    assert result.returncode == 0, result.stderr
-    calls = log.read_text().splitlines()
-    assert calls[0] == f"apply -f {BASE}/namespace.yaml"
-    secret = yaml.safe_load((tmp_path / "applied-secret.yaml").read_text())
-    assert secret["metadata"]["name"] == "mesher-injector-tls"
-    assert f"apply -k {DEPLOY}" in calls
-    patch_call = next(
-        c for c in calls if c.startswith("patch mutatingwebhookconfiguration mesher-injector")
-    )
-    patch = json.loads(patch_call.split(" -p ", 1)[1])
-    assert patch == [
-        {
-            "op": "add",
-            "path": "/webhooks/0/clientConfig/caBundle",
-            "value": secret["data"]["ca.crt"],
-        }
+    env, state_file = fake_cluster(tmp_path)
+    state = install(env, state_file)
+    assert state["calls"][0] == f"apply -f {BASE}/namespace.yaml"
+    assert f"create -k {DEPLOY}/template" in state["calls"]
+    assert state["events"] == [
+        "create-template",
+        "secret",
+        "apply",
+        f"ca:{state['secret_ca']}",
+        "status",
     ]
-    assert calls[-1].startswith("-n mesher-system rollout status deployment/mesher-injector")
+    assert len(cas_in(state["ca_bundle"])) == 1
 
 
-def test_install_reuses_an_existing_secret_unless_asked_to_rotate(tmp_path: Path) -> None:
-    kubectl, log = fake_kubectl(tmp_path, secret_ca="Q0EtRlJPTS1TRUNSRVQ=")
-    result = run_install(tmp_path, kubectl, tmp_path / "mesher-injector")
-    assert result.returncode == 0, result.stderr
-    assert "reusing Secret" in result.stdout
-    assert not (tmp_path / "applied-secret.yaml").exists()
-    assert '"value":"Q0EtRlJPTS1TRUNSRVQ="' in log.read_text()
-    rotated = run_install(tmp_path, kubectl, tmp_path / "mesher-injector", ROTATE="1")
-    assert rotated.returncode == 0, rotated.stderr
-    assert (tmp_path / "applied-secret.yaml").exists()
+def test_re_install_keeps_the_admins_template_and_reset_is_explicit(tmp_path: Path) -> None:
+    env, state_file = fake_cluster(tmp_path)
+    install(env, state_file)
+    again = install(env, state_file)
+    assert "keeping the template ConfigMap" in again["stdout"]
+    template_calls = [c for c in again["calls"] if "template" in c]
+    assert template_calls == [
+        "-n mesher-system get configmap mesher-sidecar-template",  # the first install:
+        f"create -k {DEPLOY}/template",  # absent, so created
+        "-n mesher-system get configmap mesher-sidecar-template",  # the second: kept
+    ]
+    assert "reusing Secret" in again["stdout"]
+    reset = install(env, state_file, RESET_TEMPLATE="1")
+    assert f"replace -k {DEPLOY}/template" in reset["calls"]
+
+
+def test_the_base_never_applies_the_template_configmap() -> None:
+    for kustomization in (BASE, DEPLOY, DEPLOY / "cert-manager"):
+        spec = yaml.safe_load((kustomization / "kustomization.yaml").read_text())
+        assert "configMapGenerator" not in spec
+    assert not (BASE / "template.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("image", "name", "tag"),
+    [
+        (
+            "registry.local:5000/mesher-injector:0.2.0",
+            "registry.local:5000/mesher-injector",
+            "0.2.0",
+        ),
+        ("registry.local:5000/mesher-injector", "registry.local:5000/mesher-injector", None),
+        ("mesher-injector:dev", "mesher-injector", "dev"),
+    ],
+)
+def test_image_is_in_the_applied_manifests_before_anything_waits(
+    tmp_path: Path, image: str, name: str, tag: str | None
+) -> None:
+    env, state_file = fake_cluster(tmp_path)
+    state = install(env, state_file, IMAGE=image)
+    (applied,) = state["applied_kustomizations"]
+    (override,) = yaml.safe_load(applied)["images"]
+    assert override == {
+        "name": "mesher-injector",
+        "newName": name,
+        **({"newTag": tag} if tag else {}),
+    }
+    assert state["events"].index("apply") < state["events"].index("status")
+
+
+def test_rotation_trusts_old_and_new_ca_until_every_injector_serves_the_new_one(
+    tmp_path: Path,
+) -> None:
+    env, state_file = fake_cluster(tmp_path)
+    first = install(env, state_file)
+    old_ca = first["ca_bundle"]
+    state = install(env, state_file, ROTATE="1")
+    events = state["events"][len(first["events"]) :]
+    new_ca = state["secret_ca"]
+    assert new_ca != old_ca
+    both = next(e for e in events if e.startswith("ca:"))[3:]
+    assert cas_in(both) == cas_in(old_ca) + cas_in(new_ca)
+    assert [e if not e.startswith("ca:") else "ca" for e in events] == [
+        "apply",
+        "ca",  # old + new
+        "secret",  # only now do the injectors get the new certificate
+        "restart",
+        "status",
+        "gone:pod/mesher-injector-a pod/mesher-injector-b",
+        "ca",  # new only, once no old pod is left
+    ]
+    assert events[-1] == f"ca:{new_ca}"
+    assert state["ca_bundle"] == new_ca
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions), as the API server
+    evaluates a webhook's namespaceSelector."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def test_the_namespace_selector_takes_opted_in_namespaces_never_system_ones() -> None:
+    config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    selector = hook["namespaceSelector"]
+    recorded = json.loads((KUBE_API / "namespaces-list.json").read_text())["items"]
+    labels = {ns["metadata"]["name"]: ns["metadata"].get("labels", {}) for ns in recorded}
+    assert [name for name in labels if selects(selector, labels[name])] == ["chassis"]
+    # An admin labels every namespace, the system ones and the injector's own included:
+    # only the ordinary ones are sent.
+    opted_in = {name: {**ls, "sidecar-injector": "enabled"} for name, ls in labels.items()}
+    sent = sorted(name for name in opted_in if selects(selector, opted_in[name]))
+    assert sent == ["chassis", "default", "kube-node-lease"]
+
+
+def test_only_pods_that_carry_the_inject_annotation_reach_the_webhook() -> None:
+    """matchConditions are CEL the API server evaluates (1.28+) before calling the webhook;
+    cel-python evaluates the same expression here against every recorded pod."""
+    import celpy
+    from celpy.adapter import json_to_cel
+
+    config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    (condition,) = hook["matchConditions"]
+    expression = condition["expression"]
+    assert expression == (
+        "has(object.metadata.annotations) && "
+        "'sidecar.mesher.io/inject' in object.metadata.annotations"
+    )
+    env = celpy.Environment()
+    program = env.program(env.compile(expression))
+    for name in admission_fixture_names():
+        request = admission_fixture(name)["request"]
+        if request["kind"]["kind"] != "Pod":
+            continue
+        pod = request["object"]
+        sent = bool(program.evaluate({"object": json_to_cel(pod)}))
+        asks = "sidecar.mesher.io/inject" in (pod["metadata"].get("annotations") or {})
+        assert sent == asks, name
+        # Every pod the injector would inject, or warn about, is sent; only pods that
+        # never asked are not.
+        outcome = decide(request, TEMPLATE)
+        if not sent:
+            assert outcome.reason == "not-requested", name
+            assert not outcome.warnings, name

@@ -8,7 +8,13 @@ import os
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     HistogramMetricFamily,
@@ -18,6 +24,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from injector import __version__
 from injector.admission import REASONS, Outcome, Reason
 from injector.store import Active, Reload
 from injector.tls import Serving
@@ -48,7 +55,9 @@ class Metrics:
     __slots__ = (
         "bad_requests",
         "decisions",
+        "ready",
         "registry",
+        "reload_failing",
         "reloads",
         "template_info",
         "template_loaded_at",
@@ -60,6 +69,25 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_*: memory, CPU, open fds, start time
+        PlatformCollector(registry=r)  # python_info
+        Gauge(
+            "mesher_injector_build_info",
+            "1, labelled with the running mesher-injector's version.",
+            ["version"],
+            registry=r,
+        ).labels(version=__version__).set(1)
+        self.ready = Gauge(
+            "mesher_injector_ready",
+            "1 while this injector is ready (a valid template, not shutting down).",
+            registry=r,
+        )
+        self.reload_failing = Gauge(
+            "mesher_injector_template_reload_failing",
+            "1 while the last template reload attempt failed (rejected, or the source is "
+            "gone): the last good template keeps serving.",
+            registry=r,
+        )
         self.decisions = Decisions()
         r.register(self.decisions)
         self.bad_requests = Counter(
@@ -113,6 +141,7 @@ class Metrics:
 
     def observe_reload(self, reload: Reload, active: Active | None) -> None:
         self.reloads.labels(result=reload.result).inc()
+        self.reload_failing.set(1 if reload.result in ("rejected", "deleted") else 0)
         if reload.result in ("applied", "unchanged") and active is not None:
             self.template_info.clear()
             self.template_info.labels(

@@ -44,6 +44,7 @@ class Injector:
         self.excluded_namespaces = excluded_namespaces
         self.shutting_down = False
         self.tls: ReloadingTls | None = None
+        self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     @property
     def ready(self) -> bool:

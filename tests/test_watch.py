@@ -157,6 +157,7 @@ async def test_expired_resource_version_lists_again() -> None:
         api.compacted_below = 10_000  # etcd compacted: 239 is too old now
         await api.end_watches()
         await wait_until(lambda: len(api.lists()) == 2)
+        await wait_until(lambda: len(w.results()) == 3)  # the second list's answer, offered
         assert "expired" in [r.reason for r in w.restarts]
         assert next(r for r in w.restarts if r.reason == "expired").relist
         assert w.version() == "1.6.4"

@@ -12,6 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from tests.conftest import Running, start_server
 from tests.expectations import EXPECTED, check_answer
@@ -95,6 +97,16 @@ async def test_metrics_expose_decisions_latency_and_template(running: Running) -
 async def test_admin_port_reports_health_readiness_and_template(running: Running) -> None:
     async with running.session.get(running.admin + "/healthz") as resp:
         assert resp.status == 200
+        health = await resp.json()
+    # the serving certificate in use, for a human checking a rotation
+    served = x509.load_pem_x509_certificate(
+        (running.server.ca_file.parent / "tls.crt").read_bytes()
+    )  # type: ignore[union-attr]
+    assert health["tls"] == {
+        "not_before": served.not_valid_before_utc.isoformat(),
+        "not_after": served.not_valid_after_utc.isoformat(),
+        "sha256_fingerprint": served.fingerprint(hashes.SHA256()).hex(),
+    }
     async with running.session.get(running.admin + "/readyz") as resp:
         assert resp.status == 200
     async with running.session.get(running.admin + "/template") as resp:

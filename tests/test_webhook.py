@@ -99,9 +99,10 @@ async def test_admin_port_reports_health_readiness_and_template(running: Running
         assert resp.status == 200
         health = await resp.json()
     # the serving certificate in use, for a human checking a rotation
+    assert running.server.ca_file is not None
     served = x509.load_pem_x509_certificate(
         (running.server.ca_file.parent / "tls.crt").read_bytes()
-    )  # type: ignore[union-attr]
+    )
     assert health["tls"] == {
         "not_before": served.not_valid_before_utc.isoformat(),
         "not_after": served.not_valid_after_utc.isoformat(),

@@ -68,6 +68,10 @@ class BadReview(ValueError):
     """The body is not an AdmissionReview we can answer (HTTP 400)."""
 
 
+class MalformedJson(BadReview):
+    """The body is not JSON at all."""
+
+
 @dataclass(frozen=True, slots=True)
 class Review:
     api_version: str
@@ -94,6 +98,15 @@ class PodFacts:
     namespace: str
     name: str
     owner: str
+
+
+def read_review(raw: bytes) -> Review:
+    """The AdmissionReview in a request body, or BadReview (MalformedJson) saying why."""
+    try:
+        body = orjson.loads(raw)
+    except ValueError as exc:  # orjson.JSONDecodeError, bad UTF-8 and too deep included
+        raise MalformedJson(f"the body is not valid JSON: {exc}") from exc
+    return parse_review(body)
 
 
 def parse_review(body: object) -> Review:
@@ -409,11 +422,11 @@ def answer(
 ) -> Answer:
     """Bytes in, answer out: never raises, whatever the bytes."""
     try:
-        review = parse_review(orjson.loads(raw))
+        review = read_review(raw)
+    except MalformedJson as exc:
+        return _refusal("malformed-json", str(exc))
     except BadReview as exc:
         return _refusal("not-an-admission-review", str(exc))
-    except ValueError as exc:  # orjson.JSONDecodeError, bad UTF-8 and too deep included
-        return _refusal("malformed-json", f"the body is not valid JSON: {exc}")
     failure: Exception | None = None
     try:
         outcome = decide(review.request, template, excluded_namespaces=excluded_namespaces)

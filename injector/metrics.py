@@ -61,6 +61,7 @@ class Metrics:
         "reloads",
         "template_info",
         "template_loaded_at",
+        "template_reviews",
         "tls_cert_expiry",
         "tls_reloads",
         "watch_restarts",
@@ -115,6 +116,12 @@ class Metrics:
         )
         for result in ("applied", "rejected", "unchanged", "deleted"):
             self.reloads.labels(result=result)
+        self.template_reviews = Counter(
+            "mesher_injector_template_reviews",
+            "Template ConfigMap edits judged at apply time (/validate-template), by outcome.",
+            ["allowed"],
+            registry=r,
+        )
         self.watch_restarts = Counter(
             "mesher_injector_watch_restarts",
             "Restarts of the template ConfigMap watch, by reason.",

@@ -23,17 +23,26 @@ from injector.admission import answer, pod_facts
 from injector.guard import GuardedSite, quiet_server_logger, request_bounds
 from injector.limits import clip
 from injector.metrics import Metrics
-from injector.settings import Settings, own_namespace
+from injector.settings import DEFAULT_CONFIGMAP_NAME, Settings, own_namespace
 from injector.sources.configmap import ConfigMapRef, ConfigMapSource, Restart, api_client_for
 from injector.sources.file import FileSource
 from injector.store import Reload, TemplateStore
+from injector.template_review import review_template
 from injector.tls import CertificateRefused, ReloadingTls, write_self_signed
 
 
 class Injector:
     """The state both apps share: the template store, metrics, readiness."""
 
-    __slots__ = ("excluded_namespaces", "log", "metrics", "shutting_down", "store", "tls")
+    __slots__ = (
+        "excluded_namespaces",
+        "log",
+        "metrics",
+        "shutting_down",
+        "store",
+        "template_ref",
+        "tls",
+    )
 
     def __init__(
         self, *, excluded_namespaces: frozenset[str], metrics: Metrics | None = None
@@ -44,6 +53,8 @@ class Injector:
         self.excluded_namespaces = excluded_namespaces
         self.shutting_down = False
         self.tls: ReloadingTls | None = None
+        # The ConfigMap /validate-template judges (any namespace until the server knows).
+        self.template_ref = ConfigMapRef(namespace="", name=DEFAULT_CONFIGMAP_NAME)
         self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     @property
@@ -88,9 +99,9 @@ def _refuse(injector: Injector, status: int, reason: str, message: str) -> web.R
     return web.json_response({"error": message}, status=status)
 
 
-async def mutate(request: web.Request) -> web.StreamResponse:
-    injector = request.app[INJECTOR]
-    started = time.perf_counter()
+async def read_body(request: web.Request, injector: Injector) -> bytes | web.Response:
+    """The body of a POST to the webhook, or the HTTP error answer for it (bounded in
+    size and time, never inflated)."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         # Never inflated: the API server does not compress request bodies, and a small
@@ -110,7 +121,7 @@ async def mutate(request: web.Request) -> web.StreamResponse:
         )
     try:
         async with asyncio.timeout(request.app[READ_TIMEOUT]):
-            raw = await request.read()
+            return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         return _refuse(injector, 413, "too-large", exc.text or "request body too large")
     except TimeoutError:
@@ -119,6 +130,14 @@ async def mutate(request: web.Request) -> web.StreamResponse:
         injector.metrics.bad_requests.labels(reason="client-disconnected").inc()
         injector.log.warning("client_disconnected", error=clip(str(exc) or type(exc).__name__, 200))
         raise web.HTTPBadRequest() from None  # nobody reads it: the connection is gone
+
+
+async def mutate(request: web.Request) -> web.StreamResponse:
+    injector = request.app[INJECTOR]
+    started = time.perf_counter()
+    raw = await read_body(request, injector)
+    if isinstance(raw, web.Response):
+        return raw
     result = answer(raw, injector.store.template, excluded_namespaces=injector.excluded_namespaces)
     review, outcome = result.review, result.outcome
     if outcome is None or review is None:
@@ -145,6 +164,30 @@ async def mutate(request: web.Request) -> web.StreamResponse:
     if outcome.decision == "denied":
         fields["message"] = outcome.message
     logs.info(injector.log, "admission", fields)
+    return web.Response(body=result.body, content_type="application/json")
+
+
+async def validate_template(request: web.Request) -> web.StreamResponse:
+    """The ValidatingWebhook for the template ConfigMap: a reload's validation, at apply."""
+    injector = request.app[INJECTOR]
+    raw = await read_body(request, injector)
+    if isinstance(raw, web.Response):
+        return raw
+    ref = injector.template_ref
+    result = review_template(raw, name=ref.name, namespace=ref.namespace, key=ref.key)
+    if result.status != 200:
+        return _refuse(injector, result.status, "not-an-admission-review", result.error)
+    injector.metrics.template_reviews.labels(allowed=str(result.allowed).lower()).inc()
+    log = injector.log.info if result.allowed else injector.log.warning
+    log(
+        "template_review",
+        uid=result.uid,
+        operation=result.operation,
+        allowed=result.allowed,
+        problems=result.problems,
+        warnings=result.warnings,
+        revision=result.revision,
+    )
     return web.Response(body=result.body, content_type="application/json")
 
 
@@ -213,6 +256,7 @@ def webhook_app(
     app[INJECTOR] = injector
     app[READ_TIMEOUT] = read_timeout
     app.router.add_post("/mutate", mutate)
+    app.router.add_post("/validate-template", validate_template)
     return app
 
 
@@ -246,6 +290,10 @@ class Server:
         if namespace:
             excluded = excluded | {namespace}
         self.injector = Injector(excluded_namespaces=excluded, metrics=metrics)
+        if settings.template_source == "configmap":
+            self.injector.template_ref = ConfigMapRef.parse(settings.configmap)
+        elif namespace:
+            self.injector.template_ref = ConfigMapRef.parse("", default_namespace=namespace)
         self.tls: ReloadingTls | None = None
         self.ca_file: Path | None = None
         self._runners: list[web.AppRunner] = []
@@ -300,7 +348,7 @@ class Server:
             poll_template_file()
             return _every(s.reload_interval, poll_template_file, injector.log)
         if s.template_source == "configmap":
-            ref = ConfigMapRef.parse(s.configmap)
+            ref = injector.template_ref
             self._api = await api_client_for(s.kube_api_server)
             watcher = ConfigMapSource(
                 api=self._api,

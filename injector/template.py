@@ -272,6 +272,15 @@ def _load(text: str) -> Template:
     return template
 
 
+def template_in(data: object, key: str) -> str:
+    """The template text under `key` of a ConfigMap's `data`, or TemplateError: what a
+    reload and the validating webhook both read."""
+    text = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(text, str):
+        raise TemplateError([f"the ConfigMap has no key {key!r}"])
+    return text
+
+
 def sample_context(discovery_type: str) -> RenderContext:
     """The sample pod every discovery type is rendered against before activation."""
     return replace(SAMPLE_CONTEXT, discovery_type=discovery_type)

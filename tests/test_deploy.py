@@ -103,6 +103,7 @@ def kustomize(folder: Path) -> list[dict[str, Any]]:
                 "PodDisruptionBudget",
                 "NetworkPolicy",
                 "MutatingWebhookConfiguration",
+                "ValidatingWebhookConfiguration",
             },
         ),
         ("deploy/cert-manager", {"Issuer", "Certificate", "MutatingWebhookConfiguration"}),
@@ -135,6 +136,13 @@ patches:
       - op: replace
         path: /webhooks/0/namespaceSelector/matchExpressions/0/values/2
         value: mesh-tools
+  - target:
+      kind: ValidatingWebhookConfiguration
+      name: mesher-injector
+    patch: |-
+      - op: replace
+        path: /webhooks/0/namespaceSelector/matchExpressions/0/values/0
+        value: mesh-tools
 """
 
 
@@ -151,7 +159,7 @@ def test_an_overlay_into_another_namespace_is_consistent(tmp_path: Path) -> None
     for doc in built:
         if doc["kind"] == "Namespace":
             assert doc["metadata"]["name"] == "mesh-tools"
-        elif doc["kind"] != "MutatingWebhookConfiguration":
+        elif not doc["kind"].endswith("WebhookConfiguration"):
             assert doc["metadata"]["namespace"] == "mesh-tools", doc["kind"]
     (binding,) = [d for d in built if d["kind"] == "RoleBinding"]
     assert binding["subjects"][0]["namespace"] == "mesh-tools"
@@ -167,6 +175,11 @@ def test_an_overlay_into_another_namespace_is_consistent(tmp_path: Path) -> None
     ref = ConfigMapRef.parse(args.configmap, default_namespace="mesh-tools")
     assert (ref.namespace, ref.name) == ("mesh-tools", "mesher-sidecar-template")
     assert "mesher-system" not in yaml.safe_dump(deployment)
+    (validating,) = [d for d in built if d["kind"] == "ValidatingWebhookConfiguration"]
+    (check,) = validating["webhooks"]
+    assert check["clientConfig"]["service"]["namespace"] == "mesh-tools"
+    assert check["namespaceSelector"]["matchExpressions"][0]["values"] == ["mesh-tools"]
+    assert "mesher-system" not in yaml.safe_dump(built)
 
 
 def test_the_template_configmap_equals_config() -> None:
@@ -303,11 +316,14 @@ def test_cert_manager_overlay_issues_the_secret_the_deployment_mounts() -> None:
     assert serving["spec"]["secretName"] == "mesher-injector-tls"
     assert serving["spec"]["dnsNames"] == service_dns_names("mesher-injector", "mesher-system")
     kustomization = yaml.safe_load((DEPLOY / "cert-manager" / "kustomization.yaml").read_text())
-    (patch,) = kustomization["patches"]
-    ops = yaml.safe_load(patch["patch"])
-    assert (
-        ops[0]["value"]["cert-manager.io/inject-ca-from"] == "mesher-system/mesher-injector-serving"
-    )
+    patched = {p["target"]["kind"] for p in kustomization["patches"]}
+    assert patched == {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
+    for patch in kustomization["patches"]:
+        ops = yaml.safe_load(patch["patch"])
+        assert (
+            ops[0]["value"]["cert-manager.io/inject-ca-from"]
+            == "mesher-system/mesher-injector-serving"
+        )
 
 
 def test_examples_are_injected_with_their_discovery_type(template: Template) -> None:
@@ -384,11 +400,15 @@ elif args[:2] == ["get", "mutatingwebhookconfiguration"]:
     elif "jsonpath" in line:
         out = state["ca_bundle"]
 elif args[:2] == ["get", "validatingwebhookconfiguration"]:
-    code = 1
+    code = 0 if state["webhook"] else 1
 elif args[:2] == ["patch", "mutatingwebhookconfiguration"]:
     (op,) = json.loads(args[args.index("-p") + 1])
     state["ca_bundle"] = op["value"]
     state["events"].append("ca:" + op["value"])
+elif args[:2] == ["patch", "validatingwebhookconfiguration"]:
+    (op,) = json.loads(args[args.index("-p") + 1])
+    assert op["value"] == state["ca_bundle"], "both webhooks trust the same CAs"
+    state["validating_ca_bundle"] = op["value"]
 elif "get pods" in line:
     out = chr(10).join(state["pods"])
 elif "rollout restart" in line:
@@ -423,6 +443,7 @@ def fake_cluster(tmp_path: Path, **state: Any) -> tuple[dict[str, str], Path]:
         "ca_bundle": "",
         "configmap": False,
         "webhook": False,
+        "validating_ca_bundle": "",
         "pods": ["pod/mesher-injector-a", "pod/mesher-injector-b"],
     }
     state_file.write_text(json.dumps({**initial, **state}))
@@ -541,6 +562,7 @@ def test_rotation_trusts_old_and_new_ca_until_every_injector_serves_the_new_one(
     ]
     assert events[-1] == f"ca:{new_ca}"
     assert state["ca_bundle"] == new_ca
+    assert state["validating_ca_bundle"] == new_ca
 
 
 def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -606,3 +628,53 @@ def test_only_pods_that_carry_the_inject_annotation_reach_the_webhook() -> None:
         if not sent:
             assert outcome.reason == "not-requested", name
             assert not outcome.warnings, name
+
+
+def test_the_template_configmap_is_validated_at_apply_and_never_blocked_by_an_outage() -> None:
+    import celpy
+    from celpy.adapter import json_to_cel
+
+    config = one(BASE / "webhook.yaml", "ValidatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"  # an outage never stops a fix
+    assert hook["sideEffects"] == "None"
+    assert hook["timeoutSeconds"] <= 5
+    assert hook["admissionReviewVersions"] == ["v1", "v1beta1"]
+    (rule,) = hook["rules"]
+    assert rule["resources"] == ["configmaps"]
+    assert rule["operations"] == ["CREATE", "UPDATE", "DELETE"]
+    client = hook["clientConfig"]["service"]
+    assert (client["name"], client["namespace"], client["port"]) == (
+        "mesher-injector",
+        "mesher-system",
+        443,
+    )
+    app = webhook_app(Injector(excluded_namespaces=frozenset()))
+    paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    assert client["path"] == "/validate-template"
+    assert client["path"] in paths
+    recorded = json.loads((KUBE_API / "namespaces-list.json").read_text())["items"]
+    chosen = [
+        ns["metadata"]["name"]
+        for ns in recorded
+        if selects(hook["namespaceSelector"], ns["metadata"]["labels"])
+    ]
+    assert chosen == ["mesher-system"]
+    (condition,) = hook["matchConditions"]
+    env = celpy.Environment()
+    program = env.program(env.compile(condition["expression"]))
+
+    def sent(request: dict[str, Any]) -> bool:
+        activation = {
+            "object": json_to_cel(request["object"]),
+            "oldObject": json_to_cel(request["oldObject"]),
+        }
+        return bool(program.evaluate(activation))
+
+    for name in ("configmap-create", "configmap-update", "configmap-delete"):
+        request = admission_fixture(name)["request"]
+        assert sent(request), name  # DELETE included: object is null, oldObject named
+        for field in ("object", "oldObject"):
+            if request[field] is not None:
+                request[field]["metadata"]["name"] = "another-configmap"
+        assert not sent(request), name

@@ -25,6 +25,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from injector.settings import DEFAULT_CONFIGMAP_NAME, own_namespace
 from injector.store import Reload, TemplateStore
+from injector.template import TemplateError, template_in
 
 TEMPLATE_KEY = "template.yaml"
 
@@ -245,11 +246,10 @@ class ConfigMapSource:
     def _apply(self, obj: dict[str, Any]) -> None:
         metadata = obj.get("metadata") or {}
         source = self.ref.describe(str(metadata.get("resourceVersion") or ""))
-        text = (obj.get("data") or {}).get(self.ref.key)
-        if text is None:
-            reload = self.store.reject(
-                source=source, why=f"the ConfigMap has no key {self.ref.key!r}"
-            )
+        try:
+            text = template_in(obj.get("data"), self.ref.key)
+        except TemplateError as exc:
+            reload = self.store.reject(source=source, why=str(exc))
         else:
             reload = self.store.offer(text, source=source)
         self.report(reload)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from injector import __version__, logs
+from injector import __version__, cli_cluster, logs
 from injector.manual import ManualInjectionError, inject_documents
 from injector.settings import DEFAULT_TEMPLATE_FILE, Settings, env_name
 from injector.template import Template, TemplateError, load_template, sample_context
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--ip", action="append", default=[], help="an extra IP SAN (repeatable)")
     certs.add_argument("--days", type=int, default=365, help="validity of the CA and the cert")
     certs.add_argument("-o", "--output-dir", type=Path, required=True)
+    cli_cluster.add_parsers(sub)
     return parser
 
 
@@ -281,12 +282,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "inject": run_inject,
         "check-template": run_check_template,
         "certs": run_certs,
+        "status": cli_cluster.run_status,
+        "restart": cli_cluster.run_restart,
     }
     try:
         return handlers[args.command](args)
     except CliError as exc:
         print(f"mesher-injector {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except cli_cluster.ClusterError as exc:
+        print(f"mesher-injector {args.command}: error: {exc}", file=sys.stderr)
+        return cli_cluster.EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `... | head` closed the pipe: not an error of ours

@@ -24,7 +24,7 @@ from injector.limits import (
     clip,
 )
 from injector.patch import Operation, PatchConflict, build_patch
-from injector.template import RenderContext, Template
+from injector.template import RenderContext, Sidecar, Template
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 DEFAULT_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public"})
@@ -42,6 +42,7 @@ Reason = Literal[
     "no-template",
     "render-error",
     "pod-too-large",
+    "invalid-resources",
     "internal-error",
 ]
 REASONS: dict[Reason, Decision] = {
@@ -56,6 +57,7 @@ REASONS: dict[Reason, Decision] = {
     "no-template": "denied",
     "render-error": "denied",
     "pod-too-large": "denied",
+    "invalid-resources": "denied",
     "internal-error": "denied",
 }
 
@@ -262,8 +264,25 @@ def decide(
                 f"namespace or labels); Kubernetes allows at most {MAX_VARIABLE_CHARS}",
                 warnings,
             )
+    native = ann.parse_native(annotations, default=template.native_sidecars)
+    if native.warning:
+        warnings.append(native.warning)
     try:
-        sidecar = template.render(ctx)
+        resources = ann.parse_resources(annotations)
+    except ann.InvalidResources as exc:
+        return _deny("invalid-resources", str(exc), warnings)
+    job = _owner_of_kind(metadata, "Job")
+    if job and not native.native:
+        warnings.append(
+            f"this pod belongs to Job {job}: with a classic sidecar the Job never completes, "
+            f'because mesher keeps running; set {ann.NATIVE_SIDECAR}: "yes" '
+            "(native sidecars, Kubernetes 1.29+)"
+        )
+    try:
+        sidecar = template.render(ctx).for_pod(native=native.native, resources=resources)
+        problem = _resources_problem(sidecar) if resources else ""
+        if problem:
+            return _deny("invalid-resources", problem, warnings)
         patch = build_patch(
             pod=pod,
             sidecar=sidecar,
@@ -284,6 +303,32 @@ def decide(
         service_ports=ports_text,
         revision=template.revision,
     )
+
+
+def _owner_of_kind(metadata: Mapping[str, Any], kind: str) -> str:
+    for owner in metadata.get("ownerReferences") or []:
+        if owner.get("kind") == kind and owner.get("controller", True):
+            return clip(str(owner.get("name") or ""), MAX_LOG_FIELD_CHARS)
+    return ""
+
+
+def _resources_problem(sidecar: Sidecar) -> str:
+    """A request above its limit, once the pod's annotations are merged with the
+    template's values: the API server would refuse the pod."""
+    resources = (sidecar.containers[0].get("resources") or {}) if sidecar.containers else {}
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    for name in sorted(set(requests) & set(limits)):
+        try:
+            request, limit = ann.quantity(str(requests[name])), ann.quantity(str(limits[name]))
+        except ValueError:
+            continue  # a template value the schema let through; the API server judges it
+        if request > limit:
+            return (
+                f"the mesher container's {name} request {requests[name]} would be above its "
+                f"limit {limits[name]} (annotations {', '.join(ann.RESOURCES)} override the "
+                "template's values)"
+            )
+    return ""
 
 
 def pod_shape_problem(pod: Mapping[str, Any]) -> str:

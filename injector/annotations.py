@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 from injector.limits import MAX_MESSAGE_CHARS, MAX_QUOTED_CHARS, MAX_SERVICE_PORTS, join_capped
 
@@ -15,9 +17,36 @@ SERVICE_PORTS = PREFIX + "servicePorts"
 STATUS = PREFIX + "status"
 TEMPLATE_REVISION = PREFIX + "template-revision"
 
+NATIVE_SIDECAR = PREFIX + "nativeSidecar"
+# Per-pod resources of the mesher container: annotation -> (requests|limits, resource).
+RESOURCES = {
+    PREFIX + "proxyCPU": ("requests", "cpu"),
+    PREFIX + "proxyMemory": ("requests", "memory"),
+    PREFIX + "proxyCPULimit": ("limits", "cpu"),
+    PREFIX + "proxyMemoryLimit": ("limits", "memory"),
+}
+
 STATUS_INJECTED = "injected"
 # The annotations the injector reads; every other one is left unread.
-KEYS = (INJECT, DISCOVERY_TYPE, SERVICE_PORTS, STATUS)
+KEYS = (INJECT, DISCOVERY_TYPE, SERVICE_PORTS, STATUS, NATIVE_SIDECAR, *RESOURCES)
+
+# A Kubernetes quantity (k8s.io/apimachinery/pkg/api/resource): a signed decimal number
+# and a binary-SI, decimal-SI or exponent suffix.
+_QUANTITY = re.compile(
+    r"^(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]{1,3})?$"
+)
+_SUFFIX_SCALE = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+}
 
 _YES = frozenset({"yes", "y"})
 _NO = frozenset({"no", "n"})
@@ -84,6 +113,68 @@ def parse_inject(annotations: Mapping[str, str]) -> InjectChoice:
             'was not injected; use "yes" or "y" to inject ("no" or "n" to opt out)'
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NativeChoice:
+    native: bool
+    warning: str | None = None
+
+
+def parse_native(annotations: Mapping[str, str], *, default: bool) -> NativeChoice:
+    """`nativeSidecar: yes|no` overrides the template's choice; anything else keeps it,
+    with a warning."""
+    raw = annotations.get(NATIVE_SIDECAR)
+    if raw is None:
+        return NativeChoice(native=default)
+    value = raw.strip().lower() if len(raw) <= 16 else ""
+    if value in _YES or value in _NO:
+        return NativeChoice(native=value in _YES)
+    return NativeChoice(
+        native=default,
+        warning=(
+            f"{NATIVE_SIDECAR}={quote(raw)} is not a recognised value, so the template's "
+            f'choice ({"native" if default else "classic"}) was used; use "yes" or "no"'
+        ),
+    )
+
+
+class InvalidResources(ValueError):
+    """A resource annotation is not a Kubernetes quantity (or contradicts another)."""
+
+
+def quantity(text: str) -> Decimal:
+    """The value of a Kubernetes quantity, or ValueError."""
+    match = _QUANTITY.match(text) if len(text) <= 64 else None
+    if match is None:
+        raise ValueError(f"{quote(text)} is not a Kubernetes quantity")
+    suffix = match.group("suffix") or ""
+    try:
+        number = Decimal(match.group("number"))
+        if suffix[:1] in ("e", "E"):
+            return number * Decimal(10) ** int(suffix[1:])
+        return number * _SUFFIX_SCALE[suffix]
+    except (InvalidOperation, ValueError, OverflowError) as exc:
+        raise ValueError(f"{quote(text)} is not a Kubernetes quantity") from exc
+
+
+def parse_resources(annotations: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """`{"requests": {"cpu": "250m"}, "limits": {...}}` from the proxy* annotations;
+    InvalidResources naming the annotation and its value."""
+    resources: dict[str, dict[str, str]] = {}
+    for key, (group, name) in RESOURCES.items():
+        raw = annotations.get(key)
+        if raw is None:
+            continue
+        text = raw.strip()
+        try:
+            value = quantity(text)
+        except ValueError as exc:
+            raise InvalidResources(f"{key}: {exc} (e.g. 250m, 0.5, 128Mi, 1Gi)") from exc
+        if value < 0:
+            raise InvalidResources(f"{key}: {quote(text)} must not be negative")
+        resources.setdefault(group, {})[name] = text
+    return resources
 
 
 def parse_service_ports(annotations: Mapping[str, str]) -> ServicePorts:

@@ -123,6 +123,11 @@ def _inject_pod(
     if holder is not doc and not pod_meta.get("name") and doc_meta.get("name"):
         # A workload's pods are named after it; this gives service.name the workload's name.
         pod_meta["generateName"] = f"{doc_meta['name']}-"
+    if doc.get("kind") in ("Job", "CronJob") and doc_meta.get("name"):
+        # Its pods will belong to a Job: the same warning as at admission (classic mode).
+        pod_meta["ownerReferences"] = [
+            {"kind": "Job", "name": str(doc_meta["name"]), "controller": True}
+        ]
     pod = {"metadata": pod_meta, "spec": holder.get("spec") or {}}
     request = {
         "uid": "manual",

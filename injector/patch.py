@@ -39,16 +39,21 @@ def build_patch(
 
     for index, container in enumerate(app_containers):
         ops += _add_env(index, container, sidecar.app_env)
-    ops += _append("/spec/containers", spec.get("containers"), sidecar.containers)
-    if sidecar.init_containers:
-        if "initContainers" not in spec:
-            ops.append(_add("/spec/initContainers", sidecar.init_containers))
-        elif sidecar.init_containers_first:
-            ops += [
-                _add(f"/spec/initContainers/{i}", c) for i, c in enumerate(sidecar.init_containers)
-            ]
-        else:
-            ops += _append("/spec/initContainers", spec["initContainers"], sidecar.init_containers)
+    # Native sidecars (Kubernetes 1.29+): the sidecar containers run first among the init
+    # containers, restartPolicy Always, so they start before everything and a Job completes.
+    native = (
+        [{**c, "restartPolicy": "Always"} for c in sidecar.containers] if sidecar.native else []
+    )
+    if not sidecar.native:
+        ops += _append("/spec/containers", spec.get("containers"), sidecar.containers)
+    first = [*native, *(sidecar.init_containers if sidecar.init_containers_first else [])]
+    last = [] if sidecar.init_containers_first else sidecar.init_containers
+    if spec.get("initContainers") is None:
+        if first or last:
+            ops.append(_add("/spec/initContainers", [*first, *last]))
+    else:
+        ops += [_add(f"/spec/initContainers/{i}", c) for i, c in enumerate(first)]
+        ops += _append("/spec/initContainers", spec["initContainers"], last)
 
     pod_volumes = {v.get("name") for v in spec.get("volumes") or []}
     for volume in sidecar.volumes:

@@ -32,6 +32,7 @@ TOP_LEVEL_KEYS = frozenset(
         "imagePullSecrets",
         "appEnv",
         "discovery",
+        "nativeSidecars",
     }
 )
 FRAGMENT_KEYS = frozenset({"env", "volumes", "volumeMounts"})
@@ -92,6 +93,23 @@ class Sidecar:
     volumes: list[dict[str, Any]]
     image_pull_secrets: list[dict[str, Any]]
     app_env: list[dict[str, Any]]
+    native: bool = False  # the containers go first among initContainers, restartPolicy Always
+
+    def for_pod(self, *, native: bool, resources: Mapping[str, Mapping[str, str]]) -> Sidecar:
+        """This render as one pod asked for it: native or classic, and the first sidecar
+        container's (mesher's) resources overridden. A copy where anything changes: the
+        render itself is shared."""
+        if native == self.native and not resources:
+            return self
+        containers = list(self.containers)
+        if resources and containers:
+            first = dict(containers[0])
+            merged = {k: dict(v) for k, v in (first.get("resources") or {}).items()}
+            for group, values in resources.items():
+                merged.setdefault(group, {}).update(values)
+            first["resources"] = merged
+            containers[0] = first
+        return replace(self, containers=containers, native=native)
 
     def json(self) -> bytes:
         """Everything the sidecar adds, as JSON (raises TypeError if it cannot be)."""
@@ -150,6 +168,7 @@ class Template:
     discovery_types: tuple[str, ...]
     sidecar_names: frozenset[str]
     values: Mapping[str, str]
+    native_sidecars: bool
     _base: Renderer
     _fragments: Mapping[str, Renderer]
     _used: tuple[str, ...]
@@ -246,7 +265,11 @@ def _load(text: str) -> Template:
         raise TemplateError(problems)
 
     discovery: dict[str, Any] = document.get("discovery") or {}
-    base = {k: v for k, v in document.items() if k not in ("discovery", "values", "defaults")}
+    base = {
+        k: v
+        for k, v in document.items()
+        if k not in ("discovery", "values", "defaults", "nativeSidecars")
+    }
     defaults = document.get("defaults") or {}
     version = document.get("version")
     template = Template(
@@ -258,6 +281,7 @@ def _load(text: str) -> Template:
             c["name"] for c in [*document["containers"], *(document.get("initContainers") or [])]
         ),
         values=values,
+        native_sidecars=document.get("nativeSidecars") is True,
         _base=_compile(base),
         _fragments={name: _compile(fragment or {}) for name, fragment in discovery.items()},
         _used=tuple(sorted(used)),
@@ -350,6 +374,8 @@ def _check_structure(doc: dict[str, Any]) -> list[str]:
             problems.append("initContainers must be a list")
     for name in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"container name {name!r} is used more than once")
+    if not isinstance(doc.get("nativeSidecars", False), bool):
+        problems.append("nativeSidecars must be true or false")
     position = doc.get("initContainersPosition", "first")
     if position not in ("first", "last"):
         problems.append("initContainersPosition must be 'first' or 'last'")

@@ -18,6 +18,7 @@ class Expected:
     env: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # substrings; each must appear in some warning
     message: tuple[str, ...] = ()  # substrings of the denial message
+    native: bool = False  # mesher as the first init container, restartPolicy Always
 
 
 EXPECTED: dict[str, Expected] = {
@@ -74,7 +75,11 @@ EXPECTED: dict[str, Expected] = {
     "ports-injection-attempt": Expected("denied", "invalid-service-ports", message=("evil",)),
     # Workload pods (recorded on v1.28.7): service.name from the app label.
     "job-pod": Expected(
-        "injected", "requested", "sc", {"SERVICE_NAME": "nightly", "SERVICE_PORTS": "rest:9999"}
+        "injected",
+        "requested",
+        "sc",
+        {"SERVICE_NAME": "nightly", "SERVICE_PORTS": "rest:9999"},
+        warnings=("belongs to Job nightly", 'sidecar.mesher.io/nativeSidecar: "yes"'),
     ),
     "statefulset-pod": Expected(
         "injected", "requested", "sc", {"SERVICE_NAME": "db", "SERVICE_PORTS": "rest:9999"}
@@ -82,13 +87,15 @@ EXPECTED: dict[str, Expected] = {
     "daemonset-pod": Expected(
         "injected", "requested", "sc", {"SERVICE_NAME": "agent", "SERVICE_PORTS": "rest:9999"}
     ),
-    # nativeSidecar is not read yet (classic injection); the pod's own native sidecar stays.
+    # nativeSidecar "yes": mesher first among the init containers; the pod's own native
+    # sidecar (log-shipper) stays, after it.
     "native-sidecar-pod": Expected(
         "injected",
         "requested",
         "sc",
         {"SERVICE_NAME": "native"},
         warnings=("port 9999 is not declared",),
+        native=True,
     ),
     # The template ConfigMap's reviews, if they ever reached /mutate: not a pod.
     "configmap-create": Expected("skipped", "not-a-pod-create"),
@@ -135,7 +142,18 @@ def check_answer(
     annotations = patched["metadata"]["annotations"]
     assert annotations["sidecar.mesher.io/status"] == "injected"
     assert annotations["sidecar.mesher.io/template-revision"] == revision
-    mesher = container(patched, "mesher")
+    if expected.native:
+        inits = patched["spec"]["initContainers"]
+        mesher = inits[0]
+        assert mesher["name"] == "mesher"
+        assert mesher["restartPolicy"] == "Always"
+        assert mesher["startupProbe"]["tcpSocket"]["port"] == 30101
+        assert [c["name"] for c in inits[1:]] == [
+            c["name"] for c in pod["spec"].get("initContainers", [])
+        ]
+        assert "mesher" not in {c["name"] for c in patched["spec"]["containers"]}
+    else:
+        mesher = container(patched, "mesher")
     env = env_of(mesher)
     for key, value in expected.env.items():
         assert env[key] == value, (key, env.get(key))

@@ -108,7 +108,7 @@ def kustomize(folder: Path) -> list[dict[str, Any]]:
         ),
         ("deploy/cert-manager", {"Issuer", "Certificate", "MutatingWebhookConfiguration"}),
         ("deploy/template", {"ConfigMap"}),
-        ("deploy/examples", {"Namespace", "Deployment", "Service"}),
+        ("deploy/examples", {"Namespace", "Deployment", "Service", "Job"}),
     ],
 )
 def test_kustomize_builds(folder: str, expected: set[str]) -> None:
@@ -343,6 +343,16 @@ def test_examples_are_injected_with_their_discovery_type(template: Template) -> 
                 d["metadata"].get("namespace") == "chassis"
                 for d in docs(DEPLOY / "examples" / folder / name)
             )
+
+
+def test_the_example_job_gets_a_native_sidecar(template: Template) -> None:
+    text = (DEPLOY / "examples" / "job" / "nightly.yaml").read_text()
+    out, (report,) = inject_documents(text, template)
+    assert report.outcome.decision == "injected"
+    assert not report.outcome.warnings
+    (job,) = [d for d in yaml.safe_load_all(out) if d]
+    first = job["spec"]["template"]["spec"]["initContainers"][0]
+    assert (first["name"], first["restartPolicy"]) == ("mesher", "Always")
 
 
 @pytest.mark.parametrize("script", ["install.sh", "e2e.sh"])

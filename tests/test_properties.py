@@ -39,6 +39,10 @@ port_items = st.one_of(
     text,
 )
 ports_values = st.lists(port_items, max_size=3).map(",".join)
+native_values = st.one_of(st.sampled_from(["yes", "no", "Y", "maybe"]), text)
+quantity_values = st.one_of(
+    st.sampled_from(["100m", "0.5", "64Mi", "1Gi", "2", "1e3", "-1", "lots", "999Ei", ""]), text
+)
 
 
 def env_lists() -> st.SearchStrategy[list[dict[str, str]]]:
@@ -70,6 +74,9 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
                 optional={
                     "sidecar.mesher.io/discoveryType": discovery_values,
                     "sidecar.mesher.io/servicePorts": ports_values,
+                    "sidecar.mesher.io/nativeSidecar": native_values,
+                    "sidecar.mesher.io/proxyCPU": quantity_values,
+                    "sidecar.mesher.io/proxyMemoryLimit": quantity_values,
                     "other/key~x": text,
                 },
             ),
@@ -124,9 +131,21 @@ def test_decisions_never_crash_and_patches_only_add(pod: dict[str, Any]) -> None
         return
     patched = apply(pod, ops)
     assert_only_added(pod, patched)
-    # What the annotation said never reaches the structure: one sidecar, named by the template.
+    # What the annotation said never reaches the structure: one sidecar, named by the
+    # template, among the containers or (native) first among the init containers.
     added = [c["name"] for c in patched["spec"]["containers"][len(pod["spec"]["containers"]) :]]
-    assert added == ["mesher"]
+    inits = patched["spec"].get("initContainers") or []
+    if added:
+        assert added == ["mesher"]
+        assert "mesher" not in {c["name"] for c in inits}
+    else:
+        assert inits[0]["name"] == "mesher"
+        assert inits[0]["restartPolicy"] == "Always"
+        annotations = pod["metadata"].get("annotations") or {}
+        assert annotations.get("sidecar.mesher.io/nativeSidecar", "").strip().lower() in (
+            "yes",
+            "y",
+        )
     again = decide(parse_review(review_of(patched)).request, TEMPLATE)
     assert (again.decision, again.reason) == ("skipped", "already-injected")
     assert again.patch == ()

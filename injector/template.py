@@ -35,7 +35,13 @@ TOP_LEVEL_KEYS = frozenset(
         "nativeSidecars",
     }
 )
-FRAGMENT_KEYS = frozenset({"env", "volumes", "volumeMounts"})
+FRAGMENT_KEYS = frozenset({"env", "volumes", "volumeMounts", "image", "files"})
+# Files are configuration mesher parses: only the admin's words may shape them, never a
+# value that comes from the pod (labels, names, annotations).
+FILE_VARIABLES_ALLOWED = ("values.", "discovery.type", "template.revision")
+MAX_FILES = 8
+_FILE_PATH = re.compile(r"^/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+FILE_ENV_PREFIX = "MESHER_INJECTOR_FILE_"
 CONTEXT_VARIABLES = frozenset(
     {
         "pod.name",
@@ -216,6 +222,10 @@ class Template:
                         *fragment["volumeMounts"],
                     ]
             volumes = [*volumes, *fragment.get("volumes", [])]
+            if containers and fragment.get("image"):
+                containers[0]["image"] = fragment["image"]
+            if containers and fragment.get("files"):
+                containers[0] = _with_files(containers[0], fragment["files"])
         return Sidecar(
             containers=containers,
             init_containers=base.get("initContainers", []),
@@ -224,6 +234,21 @@ class Template:
             image_pull_secrets=base.get("imagePullSecrets", []),
             app_env=base.get("appEnv", []),
         )
+
+
+def _with_files(container: dict[str, Any], files: Mapping[str, str]) -> dict[str, Any]:
+    """The container, writing `files` before it runs its own command: each file's text
+    travels in an env var (never in the script), paths were checked at load, and `$` is
+    doubled so the kubelet's $(VAR) expansion leaves the text as written."""
+    env = [*container.get("env", [])]
+    script = ["set -e"]
+    for index, (path, text) in enumerate(files.items()):
+        name = f"{FILE_ENV_PREFIX}{index}"
+        env.append({"name": name, "value": text.replace("$", "$$")})
+        script.append(f"printf '%s' \"${name}\" > '{path}'")
+    script.append('exec "$@"')
+    command = ["sh", "-c", "; ".join(script), "mesher-injector-files", *container["command"]]
+    return {**container, "env": env, "command": command}
 
 
 def revision_of(document: object) -> str:
@@ -405,8 +430,12 @@ def _check_structure(doc: dict[str, Any]) -> list[str]:
             continue
         for key in sorted(set(fragment) - FRAGMENT_KEYS, key=str):
             problems.append(
-                f"{where} has unknown key {key!r} (allowed: env, volumes, volumeMounts)"
+                f"{where} has unknown key {key!r} (allowed: {', '.join(sorted(FRAGMENT_KEYS))})"
             )
+        image = fragment.get("image")
+        if image is not None and (not isinstance(image, str) or not image.strip()):
+            problems.append(f"{where}.image must be a non-empty string")
+        _check_files(where, fragment.get("files"), doc.get("containers"), problems)
         _check_named_list(f"{where}.env", fragment.get("env"), problems)
         _check_named_list(f"{where}.volumes", fragment.get("volumes"), problems)
         _check_mounts(f"{where}.volumeMounts", fragment.get("volumeMounts"), problems)
@@ -426,6 +455,34 @@ def _check_structure(doc: dict[str, Any]) -> list[str]:
     if default_type is None and discovery:
         problems.append("defaults.discoveryType is required when discovery types are declared")
     return problems
+
+
+def _check_files(where: str, files: object, containers: object, problems: list[str]) -> None:
+    """Files written into the first sidecar container before its command runs."""
+    if files is None:
+        return
+    if not isinstance(files, dict) or len(files) > MAX_FILES:
+        problems.append(f"{where}.files must be a mapping of at most {MAX_FILES} path -> text")
+        return
+    for path, text in files.items():
+        if not _FILE_PATH.match(path) or "/../" in path + "/" or "/./" in path + "/":
+            problems.append(f"{where}.files: {path!r} must be an absolute path of [A-Za-z0-9._-]")
+        if not isinstance(text, str):
+            problems.append(f"{where}.files[{path}] must be text")
+            continue
+        for name in sorted(set(_VARIABLE.findall(text))):
+            if not name.startswith(FILE_VARIABLES_ALLOWED):
+                problems.append(
+                    f"{where}.files[{path}] uses {{{{ {name} }}}}: files may use only "
+                    "values.*, discovery.type and template.revision (nothing from the pod)"
+                )
+    first = containers[0] if isinstance(containers, list) and containers else None
+    command = first.get("command") if isinstance(first, dict) else None
+    if not (isinstance(command, list) and command and all(isinstance(c, str) for c in command)):
+        problems.append(
+            f"{where}.files needs the first container to declare its command (what the image "
+            "runs, e.g. [sh, /opt/mesher/start.sh]): the files are written, then it is run"
+        )
 
 
 def _check_schema(doc: dict[str, Any]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.helpers import apply, assert_only_added, container, env_of
+from tests.helpers import apply, assert_only_added, assert_pilot_configured, container, env_of
 
 SC_ADDR = "http://service-center.servicecomb:30100"
 
@@ -37,7 +37,7 @@ EXPECTED: dict[str, Expected] = {
         "injected",
         "requested",
         "pilot",
-        {"SERVICE_NAME": "client-pilot", "PILOT_ADDR": "istio-pilot.istio-system:15010"},
+        {"SERVICE_NAME": "client-pilot"},
     ),
     "server-pilot": Expected(
         "injected",
@@ -159,9 +159,9 @@ def check_answer(
         assert env[key] == value, (key, env.get(key))
     if expected.discovery == "sc":
         assert env["CSE_REGISTRY_ADDR"] == SC_ADDR
-        assert "PILOT_ADDR" not in env
+        assert "MESHER_INJECTOR_FILE_0" not in env
     else:
-        assert "CSE_REGISTRY_ADDR" not in env
+        assert_pilot_configured(mesher, "istio-pilot.istio-system:15010")
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     # Every app container now has http_proxy; one that set its own keeps it.
     for app in pod["spec"]["containers"]:

@@ -81,3 +81,30 @@ async def wait_until(predicate: Callable[[], object], limit: float = 5.0) -> Non
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
         await asyncio.sleep(0.005)
+
+
+def pilot_chassis(mesher: dict[str, Any]) -> dict[str, Any]:
+    """The chassis.yaml a pilot-configured mesher container writes to /tmp before it runs
+    mesher's start.sh (which copies it over its own), as mesher will parse it."""
+    import yaml
+
+    command = mesher["command"]
+    assert command[:2] == ["sh", "-c"]
+    assert "> '/tmp/chassis.yaml'" in command[2]
+    assert command[-2:] == ["sh", "/opt/mesher/start.sh"]  # the image's own entrypoint
+    env = {e["name"]: e.get("value") for e in mesher["env"]}
+    (name,) = [n for n in env if n.startswith("MESHER_INJECTOR_FILE_")]
+    assert f'"${name}"' in command[2]
+    text = str(env[name]).replace("$$", "$")  # the kubelet's $(VAR) escape, undone
+    chassis: dict[str, Any] = yaml.safe_load(text)
+    return chassis
+
+
+def assert_pilot_configured(mesher: dict[str, Any], address: str) -> None:
+    """Mesher configured for Istio Pilot as mesher reads it (docs/istio/discovery.rst)."""
+    registry = pilot_chassis(mesher)["cse"]["service"]["registry"]
+    assert registry["registrator"] == {"disabled": True}
+    assert registry["serviceDiscovery"] == {"type": "pilotv2", "address": f"grpc://{address}"}
+    assert mesher["image"].endswith("-pilot")
+    env = {e["name"] for e in mesher["env"]}
+    assert not env & {"PILOT_ADDR", "SERVICE_DISCOVERY_TYPE", "CSE_REGISTRY_ADDR"}

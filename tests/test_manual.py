@@ -8,7 +8,7 @@ import yaml
 
 from injector.manual import ManualInjectionError, inject_documents
 from injector.template import Template
-from tests.helpers import assert_only_added
+from tests.helpers import assert_only_added, assert_pilot_configured
 
 MANIFESTS = Path(__file__).parent / "manifests"
 
@@ -47,10 +47,7 @@ def test_every_workload_kind_and_list_items_are_handled(template: Template) -> N
     service, pod, cronjob, lst = yaml.safe_load_all(out)
     assert service == next(iter(yaml.safe_load_all(load("mixed.yaml"))))
     assert names(pod["spec"]) == ["client", "mesher"]
-    assert any(
-        e.get("value") == "istio-pilot.istio-system:15010"
-        for e in pod["spec"]["containers"][1]["env"]
-    )
+    assert_pilot_configured(pod["spec"]["containers"][1], "istio-pilot.istio-system:15010")
     assert names(cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]) == ["job", "mesher"]
     statefulset, daemonset = lst["items"]
     assert names(statefulset["spec"]["template"]["spec"]) == ["db", "mesher"]

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from injector.template import Template, TemplateError, load_template, sample_context
-from tests.helpers import DEFAULT_TEMPLATE, KUBE_API
+from tests.helpers import DEFAULT_TEMPLATE, KUBE_API, assert_pilot_configured, pilot_chassis
 
 MINIMAL = (
     'version: "1.6.3"\ncontainers:\n- name: mesher\n  image: servicecomb/mesher-sidecar:1.6.3\n'
@@ -42,9 +42,14 @@ def test_default_template_carries_the_mesher_facts(template: Template) -> None:
     }
     assert env["INSTANCE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert env["CSE_REGISTRY_ADDR"]["value"] == "http://service-center.servicecomb:30100"
-    pilot = {e["name"]: e for e in template.render(sample_context("pilot")).containers[0]["env"]}
-    assert pilot["PILOT_ADDR"]["value"] == "istio-pilot.istio-system:15010"
-    assert "CSE_REGISTRY_ADDR" not in pilot
+    assert mesher["image"] == "servicecomb/mesher-sidecar:1.6.3"
+    assert mesher["command"] == ["sh", "/opt/mesher/start.sh"]  # as the image runs it
+    pilot = template.render(sample_context("pilot")).containers[0]
+    assert_pilot_configured(pilot, "istio-pilot.istio-system:15010")
+    chassis = pilot_chassis(pilot)["cse"]
+    # mesher's own ports (conf/chassis.yaml), kept when chassis.yaml is replaced
+    assert chassis["protocols"]["http"]["listenAddress"].endswith(":30101")
+    assert chassis["protocols"]["grpc"]["listenAddress"].endswith(":40101")
 
 
 def test_variables_are_substituted_inside_strings_only(template: Template) -> None:
@@ -65,7 +70,7 @@ def test_renders_are_cached_by_the_variables_the_template_uses(template: Templat
     assert {"name": "SERVICE_NAME", "value": "sample"} in first.containers[0]["env"]
     pilot = template.render(sample_context("pilot"))
     assert pilot is not first
-    assert "PILOT_ADDR" in {e["name"] for e in pilot.containers[0]["env"]}
+    assert pilot.containers[0]["image"].endswith("-pilot")
 
 
 def test_the_render_cache_is_bounded_in_bytes(template: Template) -> None:
@@ -169,3 +174,58 @@ def test_values_are_usable_as_variables() -> None:
 
 def test_default_template_file_is_what_make_run_serves() -> None:
     assert load_template(DEFAULT_TEMPLATE.read_text()).discovery_types == ("sc", "pilot")
+
+
+PILOT_FILES = DEFAULT_TEMPLATE.read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (
+            ("address: grpc://{{ values.pilot }}", "address: grpc://{{ service.name }}"),
+            "uses {{ service.name }}: files may use only values.*",
+        ),
+        (("/tmp/chassis.yaml: |", "tmp/chassis.yaml: |"), "must be an absolute path"),
+        (("/tmp/chassis.yaml: |", "/tmp/../etc/chassis.yaml: |"), "must be an absolute path"),
+        (("/tmp/chassis.yaml: |", "/tmp/$(x).yaml: |"), "must be an absolute path"),
+        (
+            ('    command: ["sh", "/opt/mesher/start.sh"]\n', ""),
+            "needs the first container to declare its command",
+        ),
+        (('    image: "{{ values.pilotImage }}"', "    image: ''"), "image must be a non-empty"),
+    ],
+)
+def test_files_and_images_of_a_discovery_type_are_validated(
+    change: tuple[str, str], needle: str
+) -> None:
+    old, new = change
+    assert old in PILOT_FILES
+    assert needle in problems_of(PILOT_FILES.replace(old, new))
+
+
+def test_file_text_is_escaped_for_the_kubelets_variable_expansion() -> None:
+    text = PILOT_FILES.replace("appId: default", "appId: default\n  home: $(HOME)").replace(
+        "          handler:", "          note: {{ values.home }}\n          handler:"
+    )
+    pilot = load_template(text).render(sample_context("pilot")).containers[0]
+    env = {e["name"]: e["value"] for e in pilot["env"] if "value" in e}
+    assert "note: $$(HOME)" in env["MESHER_INJECTOR_FILE_0"]
+    assert pilot_chassis(pilot)["cse"]["note"] == "$(HOME)"
+
+
+def test_a_pilot_pod_needs_no_object_in_its_namespace(template: Template) -> None:
+    from injector.admission import decide
+    from tests.helpers import admission_fixture
+
+    outcome = decide(admission_fixture("client-pilot")["request"], template)
+    assert outcome.decision == "injected"
+    for op in outcome.patch:
+        assert op["path"].startswith(("/spec/", "/metadata/annotations")), op["path"]
+    volumes = [
+        v
+        for op in outcome.patch
+        if op["path"].startswith("/spec/volumes")
+        for v in ([op["value"]] if isinstance(op["value"], dict) else op["value"])
+    ]
+    assert not [v for v in volumes if "configMap" in v or "secret" in v]

@@ -119,7 +119,7 @@ async def test_a_digest_pinned_image_gets_no_warning(running: Running) -> None:
 
 
 async def test_dropping_a_discovery_type_is_allowed_with_a_warning(running: Running) -> None:
-    pilot = GOOD.index("  pilot:\n    env:")
+    pilot = GOOD.index("  # Istio Pilot:")
     text = GOOD[:pilot]
     review = update_with(text)
     review["request"]["oldObject"]["data"]["template.yaml"] = GOOD

@@ -10,6 +10,7 @@ import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 import orjson
@@ -24,7 +25,7 @@ from injector.limits import (
     clip,
 )
 from injector.patch import Operation, PatchConflict, build_patch
-from injector.template import RenderContext, Sidecar, Template
+from injector.template import DEFAULT_TEMPLATE_NAME, RenderContext, Sidecar, Template
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 DEFAULT_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public"})
@@ -43,6 +44,7 @@ Reason = Literal[
     "render-error",
     "pod-too-large",
     "invalid-resources",
+    "unknown-template",
     "internal-error",
 ]
 REASONS: dict[Reason, Decision] = {
@@ -58,9 +60,11 @@ REASONS: dict[Reason, Decision] = {
     "render-error": "denied",
     "pod-too-large": "denied",
     "invalid-resources": "denied",
+    "unknown-template": "denied",
     "internal-error": "denied",
 }
 
+_NONE: Mapping[str, Template] = MappingProxyType({})
 _HASH_SUFFIX = re.compile(r"-[a-z0-9]{5,10}$")
 # Kubernetes uids are 36 characters; anything much longer is not from an API server.
 MAX_UID_CHARS = 128
@@ -91,6 +95,7 @@ class Outcome:
     discovery_type: str = ""
     service_ports: str = ""
     revision: str = ""
+    template: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +165,12 @@ def decide(
     request: Mapping[str, Any],
     template: Template | None,
     *,
+    named: Mapping[str, Template] = _NONE,
     excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
 ) -> Outcome:
-    """Raises BadReview when the pod is not shaped like a Pod (never sent by an API server)."""
+    """`template` is the default, `named` the named templates a pod may pick with the
+    template annotation. Raises BadReview when the pod is not shaped like a Pod (never
+    sent by an API server)."""
     kind = request.get("kind")
     pod = request.get("object")
     if (
@@ -196,6 +204,16 @@ def decide(
     names = {c.get("name") for c in containers}  # pod_shape_problem: all objects
     if annotations.get(ann.STATUS) == ann.STATUS_INJECTED:
         return _skip("already-injected", f"{ann.STATUS} is {ann.STATUS_INJECTED}")
+    name = annotations.get(ann.TEMPLATE, "").strip() or DEFAULT_TEMPLATE_NAME
+    if name != DEFAULT_TEMPLATE_NAME:
+        if name not in named:
+            available = ", ".join([DEFAULT_TEMPLATE_NAME, *sorted(named)])
+            return _deny(
+                "unknown-template",
+                f"{ann.TEMPLATE}={ann.quote(name)} names no template (available: {available})",
+                warnings,
+            )
+        template = named[name]
     if template is not None and names & template.sidecar_names:
         found = ", ".join(sorted(str(n) for n in names & template.sidecar_names))
         return _skip("already-injected", f"the pod already has sidecar container {found}")
@@ -294,6 +312,7 @@ def decide(
     except PatchConflict as exc:
         return _deny("render-error", f"cannot inject the mesher sidecar: {exc}", warnings)
     return Outcome(
+        template=name,
         decision="injected",
         reason="requested",
         message=f"mesher sidecar injected (discovery {discovery or 'none'})",
@@ -463,6 +482,7 @@ def answer(
     raw: bytes,
     template: Template | None,
     *,
+    named: Mapping[str, Template] = _NONE,
     excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
 ) -> Answer:
     """Bytes in, answer out: never raises, whatever the bytes."""
@@ -474,7 +494,9 @@ def answer(
         return _refusal("not-an-admission-review", str(exc))
     failure: Exception | None = None
     try:
-        outcome = decide(review.request, template, excluded_namespaces=excluded_namespaces)
+        outcome = decide(
+            review.request, template, named=named, excluded_namespaces=excluded_namespaces
+        )
     except BadReview as exc:
         return _refusal("not-a-valid-pod", str(exc), review)
     except Exception as exc:  # a bug must deny, not admit a pod half-injected or crash

@@ -18,6 +18,7 @@ STATUS = PREFIX + "status"
 TEMPLATE_REVISION = PREFIX + "template-revision"
 
 NATIVE_SIDECAR = PREFIX + "nativeSidecar"
+TEMPLATE = PREFIX + "template"
 # Per-pod resources of the mesher container: annotation -> (requests|limits, resource).
 RESOURCES = {
     PREFIX + "proxyCPU": ("requests", "cpu"),
@@ -28,7 +29,7 @@ RESOURCES = {
 
 STATUS_INJECTED = "injected"
 # The annotations the injector reads; every other one is left unread.
-KEYS = (INJECT, DISCOVERY_TYPE, SERVICE_PORTS, STATUS, NATIVE_SIDECAR, *RESOURCES)
+KEYS = (INJECT, DISCOVERY_TYPE, SERVICE_PORTS, STATUS, NATIVE_SIDECAR, TEMPLATE, *RESOURCES)
 
 # A Kubernetes quantity (k8s.io/apimachinery/pkg/api/resource): a signed decimal number
 # and a binary-SI, decimal-SI or exponent suffix.

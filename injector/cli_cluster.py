@@ -16,7 +16,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from injector.sources.cluster import Cluster, Unhealthy, execute, kubeconfig_namespace
 from injector.sources.configmap import ConfigMapRef, api_client_for
-from injector.template import Template, TemplateError, load_template, template_in
+from injector.store import TemplateSet
+from injector.template import Template
 from injector.workloads import (
     MANUAL_ACTION,
     NEVER_INJECTED,
@@ -86,26 +87,34 @@ def duration(text: str) -> float:
     return float(match.group(1)) * scale
 
 
-async def _live(cluster: Cluster, ref: ConfigMapRef) -> Template:
-    try:
-        return load_template(template_in(await cluster.configmap_data(ref), ref.key))
-    except TemplateError as exc:
+async def _live(cluster: Cluster, ref: ConfigMapRef) -> TemplateSet:
+    """The live templates, validated as the injectors validate them (a named one that
+    does not validate is left out: the injectors keep their last good version of it)."""
+    data = await cluster.configmap_data(ref)
+    live = TemplateSet()
+    live.offer_data(data if isinstance(data, dict) else {}, source="live", default_key=ref.key)
+    if live.template is None:
+        error = live.last_error.error if live.last_error else "no template"
         raise Unhealthy(
             f"the live template in {ref.namespace}/{ref.name} is invalid (the injectors keep "
-            f"their last good one): {exc}"
-        ) from exc
+            f"their last good one): {error}"
+        )
+    return live
 
 
 async def _survey(
     cluster: Cluster, args: argparse.Namespace, ref: ConfigMapRef
 ) -> tuple[Template, list[Workload]]:
-    template = await _live(cluster, ref)
+    live = await _live(cluster, ref)
+    template = live.template
+    assert template is not None  # _live raised otherwise
     namespace = None if args.all_namespaces else (args.namespace or kubeconfig_namespace())
     snapshot = await cluster.snapshot(namespace=namespace, selector=args.selector)
     found = workloads(
         snapshot,
         revision=template.revision,
-        sidecar_names=template.sidecar_names,
+        named_revisions={name: t.revision for name, t in live.named.items()},
+        sidecar_names=template.sidecar_names.union(*(t.sidecar_names for t in live.named.values())),
         excluded_namespaces=NEVER_INJECTED | {ref.namespace},
     )
     return template, found

@@ -53,6 +53,8 @@ LATENCY_BUCKETS = (
 
 class Metrics:
     __slots__ = (
+        "_failing_shown",
+        "_template_labels",
         "bad_requests",
         "decisions",
         "ready",
@@ -70,6 +72,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self._template_labels: dict[str, tuple[str, str, str, str]] = {}
+        self._failing_shown: set[str] = set()
         ProcessCollector(registry=r)  # process_*: memory, CPU, open fds, start time
         PlatformCollector(registry=r)  # python_info
         Gauge(
@@ -87,6 +91,7 @@ class Metrics:
             "mesher_injector_template_reload_failing",
             "1 while the last template reload attempt failed (rejected, or the source is "
             "gone): the last good template keeps serving.",
+            ["template"],
             registry=r,
         )
         self.decisions = Decisions()
@@ -99,13 +104,15 @@ class Metrics:
         )
         self.template_info = Gauge(
             "mesher_injector_template_info",
-            "The active template: 1 for its revision, version and source.",
-            ["revision", "version", "source"],
+            "Each active template (the default is named template): 1 for its revision, "
+            "version and source.",
+            ["template", "revision", "version", "source"],
             registry=r,
         )
         self.template_loaded_at = Gauge(
             "mesher_injector_template_loaded_timestamp_seconds",
-            "When the active template was activated (Unix time).",
+            "When each active template was activated (Unix time).",
+            ["template"],
             registry=r,
         )
         self.reloads = Counter(
@@ -147,16 +154,31 @@ class Metrics:
         self.tls_cert_expiry.set(serving.not_after)
 
     def observe_reload(self, reload: Reload, active: Active | None) -> None:
+        """`active`: the reloaded template's store's, None once a named one is removed."""
+        name = reload.template
         self.reloads.labels(result=reload.result).inc()
-        self.reload_failing.set(1 if reload.result in ("rejected", "deleted") else 0)
+        if active is None and reload.result == "deleted":  # a named template removed
+            self._drop_template(name)
+            return
+        self.reload_failing.labels(template=name).set(
+            1 if reload.result in ("rejected", "deleted") else 0
+        )
+        self._failing_shown.add(name)
         if reload.result in ("applied", "unchanged") and active is not None:
-            self.template_info.clear()
-            self.template_info.labels(
-                revision=active.template.revision,
-                version=active.template.version,
-                source=active.source,
-            ).set(1)
-            self.template_loaded_at.set(active.loaded_at)
+            self._drop_template(name, keep_failing=True)
+            shown = (name, active.template.revision, active.template.version, active.source)
+            self.template_info.labels(*shown).set(1)
+            self._template_labels[name] = shown
+            self.template_loaded_at.labels(template=name).set(active.loaded_at)
+
+    def _drop_template(self, name: str, *, keep_failing: bool = False) -> None:
+        shown = self._template_labels.pop(name, None)
+        if shown is not None:
+            self.template_info.remove(*shown)
+            self.template_loaded_at.remove(name)
+        if not keep_failing and name in self._failing_shown:
+            self._failing_shown.discard(name)
+            self.reload_failing.remove(name)
 
 
 # The `le` labels as prometheus_client's Histogram writes them.

@@ -26,7 +26,8 @@ from injector.metrics import Metrics
 from injector.settings import DEFAULT_CONFIGMAP_NAME, Settings, own_namespace
 from injector.sources.configmap import ConfigMapRef, ConfigMapSource, Restart, api_client_for
 from injector.sources.file import FileSource
-from injector.store import Reload, TemplateStore
+from injector.store import Reload, TemplateSet, TemplateStore
+from injector.template import DEFAULT_TEMPLATE_NAME
 from injector.template_review import review_template
 from injector.tls import CertificateRefused, ReloadingTls, write_self_signed
 
@@ -47,7 +48,7 @@ class Injector:
     def __init__(
         self, *, excluded_namespaces: frozenset[str], metrics: Metrics | None = None
     ) -> None:
-        self.store = TemplateStore()
+        self.store = TemplateSet()
         self.metrics = metrics or Metrics()
         self.log = logs.get_logger("mesher_injector")
         self.excluded_namespaces = excluded_namespaces
@@ -73,8 +74,10 @@ class Injector:
         )
 
     def report_reload(self, reload: Reload) -> None:
-        self.metrics.observe_reload(reload, self.store.active)
+        store = self.store.stores().get(reload.template)
+        self.metrics.observe_reload(reload, store.active if store else None)
         fields = {
+            "template": reload.template,
             "result": reload.result,
             "source": reload.source,
             "revision": reload.revision,
@@ -138,7 +141,13 @@ async def mutate(request: web.Request) -> web.StreamResponse:
     raw = await read_body(request, injector)
     if isinstance(raw, web.Response):
         return raw
-    result = answer(raw, injector.store.template, excluded_namespaces=injector.excluded_namespaces)
+    store = injector.store
+    result = answer(
+        raw,
+        store.template,
+        named=store.named,
+        excluded_namespaces=injector.excluded_namespaces,
+    )
     review, outcome = result.review, result.outcome
     if outcome is None or review is None:
         return _refuse(injector, result.status, result.refusal, result.error)
@@ -156,6 +165,7 @@ async def mutate(request: web.Request) -> web.StreamResponse:
         "reason": outcome.reason,
         "discovery_type": clip(outcome.discovery_type, limits.MAX_LOG_FIELD_CHARS),
         "ports": outcome.service_ports,
+        "template": outcome.template,
         "template_revision": outcome.revision,
         "dry_run": review.request.get("dryRun") is True,
         "warnings": len(outcome.warnings),
@@ -226,16 +236,26 @@ def _iso(timestamp: float) -> str:
 
 
 def template_status(injector: Injector) -> dict[str, Any]:
-    active = injector.store.active
-    error = injector.store.last_error
+    """The default template's fields at the top level; `templates`: every template's."""
+    templates = {name: _store_status(store) for name, store in injector.store.stores().items()}
     return {
         "ready": injector.ready,
+        **templates[DEFAULT_TEMPLATE_NAME],
+        "templates": templates,
+    }
+
+
+def _store_status(store: TemplateStore) -> dict[str, Any]:
+    active = store.active
+    error = store.last_error
+    return {
         "revision": active.template.revision if active else None,
         "version": active.template.version if active else None,
         "source": active.source if active else None,
         "loaded_at": _iso(active.loaded_at) if active else None,
         "discovery_types": list(active.template.discovery_types) if active else [],
         "default_discovery_type": active.template.default_discovery if active else None,
+        "native_sidecars": active.template.native_sidecars if active else None,
         "last_error": (
             {"source": error.source, "error": error.error, "at": _iso(error.at)} if error else None
         ),
@@ -339,8 +359,7 @@ class Server:
             source = FileSource(s.template_file)
 
             def poll_template_file() -> None:
-                reload = source.poll(injector.store)
-                if reload is not None:
+                for reload in source.poll(injector.store):
                     injector.report_reload(reload)
 
             poll_template_file()  # two reads of the same bytes before a first load

@@ -321,6 +321,22 @@ def _load(text: str) -> Template:
     return template
 
 
+DEFAULT_TEMPLATE_NAME = "template"
+TEMPLATE_SUFFIX = ".yaml"
+
+
+def template_name(key: str) -> str | None:
+    """`NAME.yaml` -> NAME (`template.yaml` is the default, named "template"); None for a
+    key that is no template (another suffix). A NAME must be a DNS label."""
+    if not key.endswith(TEMPLATE_SUFFIX):
+        return None
+    return key[: -len(TEMPLATE_SUFFIX)]
+
+
+def valid_template_name(name: str) -> bool:
+    return bool(_DNS_LABEL.match(name))
+
+
 def template_in(data: object, key: str) -> str:
     """The template text under `key` of a ConfigMap's `data`, or TemplateError: what a
     reload and the validating webhook both read."""

@@ -18,7 +18,15 @@ import orjson
 
 from injector.admission import BadReview, Review, read_review
 from injector.limits import MAX_MESSAGE_CHARS, cap_warnings, clip, join_capped
-from injector.template import Template, TemplateError, load_template, sample_context, template_in
+from injector.template import (
+    DEFAULT_TEMPLATE_NAME,
+    Template,
+    TemplateError,
+    load_template,
+    sample_context,
+    template_in,
+    template_name,
+)
 
 TEMPLATE_CONFIGMAP = "mesher-sidecar-template"
 
@@ -66,26 +74,46 @@ def review_template(
                 "mesher until the ConfigMap is back"
             ],
         )
-    try:
-        template = load_template(template_in(new.get("data"), key))
-    except TemplateError as exc:
+    data = new.get("data")
+    problems: list[str] = []
+    warnings: list[str] = []
+    revision = ""
+    for data_key, label in _template_keys(data, key):
+        prefix = f"{label}: " if label else ""
+        try:
+            template = load_template(template_in(data, data_key))
+        except TemplateError as exc:
+            problems += [prefix + p for p in exc.problems]
+            continue
+        revision = revision or template.revision
+        warnings += [prefix + w for w in risky_images(template)]
+        previous = _previous(old, data_key)
+        if previous is not None:
+            dropped = [t for t in previous.discovery_types if t not in template.discovery_types]
+            if dropped:
+                warnings.append(
+                    f"{prefix}discovery type(s) {', '.join(dropped)} removed: pods that ask "
+                    "for them will be denied"
+                )
+    if problems:
         message = (
             f"the mesher sidecar template in {name} is invalid, so the injectors would "
-            f"refuse it: {join_capped(exc.problems, limit=MAX_MESSAGE_CHARS - 200)}"
+            f"refuse it: {join_capped(problems, limit=MAX_MESSAGE_CHARS - 200)}"
         )
-        return _answer(
-            review, operation, allowed=False, message=message, problems=len(exc.problems)
-        )
-    warnings = risky_images(template)
-    previous = _previous(old, key)
-    if previous is not None:
-        dropped = [t for t in previous.discovery_types if t not in template.discovery_types]
-        if dropped:
-            warnings.append(
-                f"discovery type(s) {', '.join(dropped)} removed: pods that ask for them "
-                "will be denied"
-            )
-    return _answer(review, operation, allowed=True, warnings=warnings, revision=template.revision)
+        return _answer(review, operation, allowed=False, message=message, problems=len(problems))
+    return _answer(review, operation, allowed=True, warnings=warnings, revision=revision)
+
+
+def _template_keys(data: object, key: str) -> list[tuple[str, str]]:
+    """(key, label) of every template in a ConfigMap's data: the default `key` (no label,
+    checked even when missing) and each named `NAME.yaml`, as a reload reads them."""
+    keys = [(key, "")]
+    if isinstance(data, dict):
+        for data_key in sorted(data):
+            name = template_name(data_key)
+            if name is not None and data_key != key and name != DEFAULT_TEMPLATE_NAME:
+                keys.append((data_key, data_key))
+    return keys
 
 
 def risky_images(template: Template) -> list[str]:

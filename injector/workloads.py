@@ -11,9 +11,11 @@ import datetime
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from injector import annotations as ann
+from injector.template import DEFAULT_TEMPLATE_NAME
 
 State = Literal["current", "stale", "missing"]
 RESTARTABLE = ("Deployment", "StatefulSet", "DaemonSet")
@@ -21,6 +23,7 @@ NAMESPACE_LABEL = "sidecar-injector"
 NAMESPACE_LABEL_VALUE = "enabled"
 NEVER_INJECTED = frozenset({"kube-system", "kube-public"})
 STATE_ORDER: dict[str, int] = {"missing": 0, "stale": 1, "current": 2}
+_NO_NAMED: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class PodState:
     injected: bool
     revision: str
     bad_value: str  # the inject annotation's value when it is not yes/y/no/n
+    template: str = DEFAULT_TEMPLATE_NAME  # the template the pod asked for
 
 
 def pod_state(pod: Mapping[str, Any], sidecar_names: frozenset[str]) -> PodState:
@@ -120,11 +124,15 @@ def pod_state(pod: Mapping[str, Any], sidecar_names: frozenset[str]) -> PodState
     status = annotations.get(ann.STATUS) if isinstance(annotations, dict) else None
     injected = status == ann.STATUS_INJECTED or bool(names & sidecar_names)
     revision = annotations.get(ann.TEMPLATE_REVISION, "") if isinstance(annotations, dict) else ""
+    chosen = annotations.get(ann.TEMPLATE) if isinstance(annotations, dict) else None
     return PodState(
         asked=choice.requested or choice.warning is not None,
         injected=injected,
         revision=str(revision or ("unknown" if injected else "")),
         bad_value=str(raw) if choice.warning is not None else "",
+        template=str(chosen).strip()
+        if isinstance(chosen, str) and chosen.strip()
+        else DEFAULT_TEMPLATE_NAME,
     )
 
 
@@ -133,10 +141,13 @@ def workloads(
     *,
     revision: str,
     sidecar_names: frozenset[str],
+    named_revisions: Mapping[str, str] = _NO_NAMED,
     excluded_namespaces: frozenset[str] = NEVER_INJECTED,
 ) -> list[Workload]:
     """Every workload with a pod that asked for mesher or carries it; missing first,
-    then stale, then current."""
+    then stale, then current. Each pod is compared with the template it asked for: the
+    default (`revision`) or a named one (`named_revisions`)."""
+    live = {**named_revisions, DEFAULT_TEMPLATE_NAME: revision}
     replicasets = {_key(r): r for r in snapshot.replicasets}
     jobs = {_key(j): j for j in snapshot.jobs}
     labelled = {
@@ -153,7 +164,7 @@ def workloads(
         kind, name = owner_of(pod, replicasets, jobs)
         groups.setdefault((namespace, kind, name), []).append(state)
     found = [
-        _workload(key, states, revision, labelled.get(key[0]), excluded_namespaces)
+        _workload(key, states, live, labelled.get(key[0]), excluded_namespaces)
         for key, states in groups.items()
     ]
     return sorted(found, key=lambda w: (STATE_ORDER[w.state], w.namespace, w.kind, w.name))
@@ -162,20 +173,33 @@ def workloads(
 def _workload(
     key: tuple[str, str, str],
     states: list[PodState],
-    revision: str,
+    live: Mapping[str, str],
     labelled: bool | None,
     excluded: frozenset[str],
 ) -> Workload:
     namespace, kind, name = key
     revisions = dict(Counter(s.revision for s in states if s.injected))
     missing = [s for s in states if not s.injected]
+    stale = [s for s in states if s.revision != live.get(s.template)]
     if missing:
         why, fixable = _why_missing(namespace, missing, labelled, excluded)
         state: State = "missing"
-    elif any(s.revision != revision for s in states):
-        why, fixable, state = "", True, "stale"
-        old = sorted(r for r in revisions if r != revision)
-        why = f"pods carry revision {', '.join(old)}; the live template is {revision}"
+    elif stale:
+        state, fixable = "stale", True
+        gone = sorted({s.template for s in stale if s.template not in live})
+        if gone:
+            why = f"pods ask for template {', '.join(gone)}, which the ConfigMap does not have"
+        else:
+            old = sorted({s.revision for s in stale})
+            wanted = sorted(
+                {
+                    live[s.template]
+                    if s.template == DEFAULT_TEMPLATE_NAME
+                    else f"{live[s.template]} ({s.template})"
+                    for s in stale
+                }
+            )
+            why = f"pods carry revision {', '.join(old)}; the live template is {', '.join(wanted)}"
     else:
         why, fixable, state = "", True, "current"
     return Workload(

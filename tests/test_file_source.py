@@ -3,29 +3,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from injector.sources.file import FileSource
-from injector.store import Reload, TemplateStore
+from injector.store import Reload, TemplateSet
 from injector.template import load_template
 from tests.helpers import DEFAULT_TEMPLATE
 
 GOOD = DEFAULT_TEMPLATE.read_text()
 
 
-def settled(source: FileSource, store: TemplateStore) -> Reload | None:
-    """Two polls in a row, as the server makes them: new content is offered on the second."""
-    assert source.poll(store) is None or source._missing
-    return source.poll(store)
+def settled(source: FileSource, store: TemplateSet) -> Reload | None:
+    """Two polls in a row, as the server makes them: new content is offered on the second
+    (the default template's reload, or None)."""
+    assert source.poll(store) == [] or source._missing
+    reloads = source.poll(store)
+    return reloads[0] if reloads else None
 
 
 def test_polling_offers_only_changed_content(tmp_path: Path) -> None:
     path = tmp_path / "template.yaml"
     path.write_text(GOOD)
-    source, store = FileSource(path), TemplateStore()
+    source, store = FileSource(path), TemplateSet()
     first = settled(source, store)
     assert first is not None
     assert first.result == "applied"
-    assert source.poll(store) is None
+    assert source.poll(store) == []
     path.write_text(GOOD)  # rewritten, same bytes: nothing to do
-    assert source.poll(store) is None
+    assert source.poll(store) == []
     path.write_text(GOOD.replace("1.6.3", "1.6.4"))
     changed = settled(source, store)
     assert changed is not None
@@ -41,7 +43,7 @@ def test_a_mounted_configmap_symlink_swap_is_a_change(tmp_path: Path) -> None:
         (tmp_path / name / "template.yaml").write_text(GOOD.replace("1.6.3", version))
     (tmp_path / "..data").symlink_to("v1")
     (tmp_path / "template.yaml").symlink_to("..data/template.yaml")
-    source, store = FileSource(tmp_path / "template.yaml"), TemplateStore()
+    source, store = FileSource(tmp_path / "template.yaml"), TemplateSet()
     settled(source, store)
     assert store.template is not None
     assert store.template.version == "1.6.3"
@@ -55,11 +57,10 @@ def test_a_mounted_configmap_symlink_swap_is_a_change(tmp_path: Path) -> None:
 
 def test_a_missing_file_is_reported_once_and_its_return_is_applied(tmp_path: Path) -> None:
     path = tmp_path / "template.yaml"
-    source, store = FileSource(path), TemplateStore()
-    gone = source.poll(store)
-    assert gone is not None
+    source, store = FileSource(path), TemplateSet()
+    (gone,) = source.poll(store)
     assert gone.result == "deleted"
-    assert source.poll(store) is None
+    assert source.poll(store) == []
     path.write_text(GOOD)
     back = settled(source, store)
     assert back is not None
@@ -69,7 +70,7 @@ def test_a_missing_file_is_reported_once_and_its_return_is_applied(tmp_path: Pat
 def test_a_file_that_is_not_utf8_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "template.yaml"
     path.write_bytes(b"\xff\xfe containers")
-    reload = settled(FileSource(path), TemplateStore())
+    reload = settled(FileSource(path), TemplateSet())
     assert reload is not None
     assert reload.result == "rejected"
     assert "UTF-8" in reload.error
@@ -80,7 +81,7 @@ def test_a_torn_in_place_write_is_never_activated(tmp_path: Path) -> None:
     itself a valid template (a prefix of the default), yet never offered."""
     path = tmp_path / "template.yaml"
     path.write_text(GOOD)
-    source, store = FileSource(path), TemplateStore()
+    source, store = FileSource(path), TemplateSet()
     settled(source, store)
     assert store.template is not None
     good_revision = store.template.revision
@@ -88,11 +89,10 @@ def test_a_torn_in_place_write_is_never_activated(tmp_path: Path) -> None:
     half = edited[: edited.index("\n  pilot:\n") + 1]  # discovery sc only
     assert load_template(half).revision != good_revision  # a valid template on its own
     path.write_text(half)
-    assert source.poll(store) is None  # read half-way: not offered
+    assert source.poll(store) == []  # read half-way: not offered
     path.write_text(edited)  # the writer finishes
-    assert source.poll(store) is None  # changed again since the last poll: not yet
-    reload = source.poll(store)
-    assert reload is not None
+    assert source.poll(store) == []  # changed again since the last poll: not yet
+    (reload,) = source.poll(store)
     assert reload.result == "applied"
     assert store.template.version == "1.6.4"
     assert store.template.revision == load_template(edited).revision

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
 from injector.sources.configmap import Backoff, ConfigMapRef, ConfigMapSource, Restart, classify
-from injector.store import Reload, TemplateStore
+from injector.store import Reload, TemplateSet
 from tests.conftest import start_server
 from tests.helpers import admission_fixture, wait_until
 from tests.kube_api import NAME, NAMESPACE, KubeApi, event_version, recorded_events
@@ -29,7 +29,7 @@ REF = ConfigMapRef(namespace=NAMESPACE, name=NAME)
 class Watching:
     api: KubeApi
     source: ConfigMapSource
-    store: TemplateStore
+    store: TemplateSet
     reloads: list[Reload] = field(default_factory=list)
     restarts: list[Restart] = field(default_factory=list)
 
@@ -52,7 +52,7 @@ async def watching(api: KubeApi, *, read_timeout: float = 5.0) -> AsyncIterator[
     server = await serve_api(api)
     configuration = client.Configuration(host=str(server.make_url("")).rstrip("/"))
     api_client = client.ApiClient(configuration=configuration)
-    store = TemplateStore()
+    store = TemplateSet()
     holder: dict[str, Watching] = {}
     source = ConfigMapSource(
         api=api_client,
@@ -204,7 +204,7 @@ async def test_unreachable_api_server_is_retried_with_backoff(unused_tcp_port: i
     source = ConfigMapSource(
         api=api_client,
         ref=REF,
-        store=TemplateStore(),
+        store=TemplateSet(),
         report=lambda r: None,
         on_restart=lambda r, _d: restarts.append(r),
         backoff=Backoff(base=0.01, cap=0.02),

@@ -24,8 +24,7 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from injector.settings import DEFAULT_CONFIGMAP_NAME, own_namespace
-from injector.store import Reload, TemplateStore
-from injector.template import TemplateError, template_in
+from injector.store import Reload, TemplateSet
 
 TEMPLATE_KEY = "template.yaml"
 
@@ -140,7 +139,7 @@ class ConfigMapSource:
         *,
         api: client.ApiClient,
         ref: ConfigMapRef,
-        store: TemplateStore,
+        store: TemplateSet,
         report: Callable[[Reload], None],
         on_restart: Callable[[Restart, float], None],
         read_timeout: float = 75.0,
@@ -246,18 +245,17 @@ class ConfigMapSource:
     def _apply(self, obj: dict[str, Any]) -> None:
         metadata = obj.get("metadata") or {}
         source = self.ref.describe(str(metadata.get("resourceVersion") or ""))
-        try:
-            text = template_in(obj.get("data"), self.ref.key)
-        except TemplateError as exc:
-            reload = self.store.reject(source=source, why=str(exc))
-        else:
-            reload = self.store.offer(text, source=source)
-        self.report(reload)
+        data = obj.get("data")
+        for reload in self.store.offer_data(
+            data if isinstance(data, dict) else {}, source=source, default_key=self.ref.key
+        ):
+            self.report(reload)
 
     def _gone(self, why: str) -> None:
-        self.report(
-            self.store.source_gone(source=self.ref.describe(self.resource_version), why=why)
-        )
+        for reload in self.store.source_gone(
+            source=self.ref.describe(self.resource_version), why=why
+        ):
+            self.report(reload)
 
 
 def _status_message(body: bytes, fallback: str | None) -> str:

@@ -1,10 +1,13 @@
-"""Template source `file`: read a file and reload it when its content changes.
+"""Template source `file`: read a file (or a folder of `NAME.yaml` files) and reload it
+when its content changes.
 
-Change is detected by content hash, so a mounted ConfigMap's symlink swap counts. A new
-content is offered only once two polls in a row read the same bytes: a file written in
-place (not replaced atomically) can be read half-way, and half a template may itself be
-valid YAML. Writers should still replace the file atomically (write a temporary file,
-then rename it over the template), as the kubelet does for a mounted ConfigMap.
+A folder holds the default `template.yaml` and named templates `NAME.yaml`, like the
+ConfigMap's keys. Change is detected by content hash, so a mounted ConfigMap's symlink
+swap counts. New content is offered only once two polls in a row read the same bytes: a
+file written in place (not replaced atomically) can be read half-way, and half a
+template may itself be valid YAML. Writers should still replace files atomically (write
+a temporary file, then rename it over the template), as the kubelet does for a mounted
+ConfigMap.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from injector.store import Reload, TemplateStore
+from injector.store import Reload, TemplateSet
+from injector.template import TEMPLATE_SUFFIX
+
+DEFAULT_KEY = "template.yaml"
 
 
 class FileSource:
@@ -28,29 +34,47 @@ class FileSource:
     def description(self) -> str:
         return f"file:{self.path}"
 
-    def poll(self, store: TemplateStore) -> Reload | None:
-        """Offer the file to the store if it changed and read the same on the previous
-        poll; None if there is nothing (yet) to offer."""
+    def _read(self) -> dict[str, bytes]:
+        if self.path.is_dir():
+            return {
+                p.name: p.read_bytes()
+                for p in sorted(self.path.iterdir())
+                if p.name.endswith(TEMPLATE_SUFFIX) and not p.name.startswith(".")
+            }
+        return {DEFAULT_KEY: self.path.read_bytes()}
+
+    def poll(self, store: TemplateSet) -> list[Reload]:
+        """Offer the file(s) to the store if they changed and read the same on the
+        previous poll; [] if there is nothing (yet) to offer."""
         try:
-            data = self.path.read_bytes()
+            files = self._read()
         except OSError as exc:
             self._pending = None
             if self._missing:
-                return None
+                return []
             self._missing = True
             self._digest = None
             return store.source_gone(source=self.description, why=f"cannot read template: {exc}")
         self._missing = False
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == self._digest:
+        digest = hashlib.sha256()
+        for name, data in files.items():
+            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+        hexdigest = digest.hexdigest()
+        if hexdigest == self._digest:
             self._pending = None
-            return None
-        if digest != self._pending:  # new content: wait for the next poll to read it again
-            self._pending = digest
-            return None
-        self._digest, self._pending = digest, None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return store.reject(source=self.description, why=f"template is not UTF-8: {exc}")
-        return store.offer(text, source=self.description)
+            return []
+        if hexdigest != self._pending:  # new content: wait for the next poll to read it again
+            self._pending = hexdigest
+            return []
+        self._digest, self._pending = hexdigest, None
+        texts: dict[str, object] = {}
+        for name, data in files.items():
+            try:
+                texts[name] = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if name == DEFAULT_KEY:
+                    return store.reject_all(
+                        source=self.description, why=f"template is not UTF-8: {exc}"
+                    )
+                texts[name] = data  # refused by the store, on its own
+        return store.offer_data(texts, source=self.description, default_key=DEFAULT_KEY)

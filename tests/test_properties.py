@@ -21,6 +21,7 @@ from tests.helpers import (
 )
 
 TEMPLATE: Template = load_template(DEFAULT_TEMPLATE.read_text())
+NAMED = {"canary": load_template(DEFAULT_TEMPLATE.read_text().replace("1.6.3", "1.7.0"))}
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True)
 text = st.text(max_size=30)
@@ -75,6 +76,9 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
                     "sidecar.mesher.io/discoveryType": discovery_values,
                     "sidecar.mesher.io/servicePorts": ports_values,
                     "sidecar.mesher.io/nativeSidecar": native_values,
+                    "sidecar.mesher.io/template": st.sampled_from(
+                        ["canary", "template", "nope", ""]
+                    ),
                     "sidecar.mesher.io/proxyCPU": quantity_values,
                     "sidecar.mesher.io/proxyMemoryLimit": quantity_values,
                     "other/key~x": text,
@@ -121,7 +125,7 @@ def review_of(pod: dict[str, Any]) -> dict[str, Any]:
 @given(pods())
 def test_decisions_never_crash_and_patches_only_add(pod: dict[str, Any]) -> None:
     review = parse_review(review_of(pod))
-    outcome = decide(review.request, TEMPLATE)
+    outcome = decide(review.request, TEMPLATE, named=NAMED)
     event(outcome.reason)
     assert REASONS[outcome.reason] == outcome.decision
     answer = build_response(review, outcome)
@@ -146,7 +150,7 @@ def test_decisions_never_crash_and_patches_only_add(pod: dict[str, Any]) -> None
             "yes",
             "y",
         )
-    again = decide(parse_review(review_of(patched)).request, TEMPLATE)
+    again = decide(parse_review(review_of(patched)).request, TEMPLATE, named=NAMED)
     assert (again.decision, again.reason) == ("skipped", "already-injected")
     assert again.patch == ()
 

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,14 +149,26 @@ def _read_template(path: Path) -> Template:
         raise CliError(f"{path}: {exc}") from exc
 
 
+def _read_templates(path: Path) -> tuple[Template, Mapping[str, Template]]:
+    """A template file, or a folder of NAME.yaml files (template.yaml the default): every
+    template must be valid."""
+    if not path.is_dir():
+        return _read_template(path), {}
+    named = {}
+    for file in sorted(path.glob("*.yaml")):
+        if file.name != "template.yaml":
+            named[file.name[: -len(".yaml")]] = _read_template(file)
+    return _read_template(path / "template.yaml"), named
+
+
 def run_inject(args: argparse.Namespace) -> int:
-    template = _read_template(args.template_file)
+    template, named = _read_templates(args.template_file)
     try:
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {args.filename}: {exc}") from exc
     try:
-        output, reports = inject_documents(text, template)
+        output, reports = inject_documents(text, template, named=named)
     except ManualInjectionError as exc:
         raise CliError(str(exc)) from exc
     for report in reports:

@@ -7,8 +7,9 @@ CronJob, and the items of a List are injected; every other document passes throu
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import jsonpatch
@@ -43,6 +44,7 @@ def inject_documents(
     text: str,
     template: Template,
     *,
+    named: Mapping[str, Template] = MappingProxyType({}),
     excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
 ) -> tuple[str, list[Report]]:
     """Inject every pod in a (multi-document) YAML text; raise on a denial or bad YAML."""
@@ -53,10 +55,11 @@ def inject_documents(
             f"input is not valid YAML: {' '.join(str(exc).split())}"
         ) from exc
     reports: list[Report] = []
-    out = [
-        _inject(doc, template, excluded_namespaces, reports, f"document {n + 1}")
-        for n, doc in enumerate(documents)
-    ]
+
+    def decider(request: Mapping[str, Any]) -> Outcome:
+        return decide(request, template, named=named, excluded_namespaces=excluded_namespaces)
+
+    out = [_inject(doc, decider, reports, f"document {n + 1}") for n, doc in enumerate(documents)]
     denied = [r for r in reports if r.outcome.decision == "denied"]
     if denied:
         raise ManualInjectionError(
@@ -69,13 +72,10 @@ def inject_documents(
     ), reports
 
 
-def _inject(
-    doc: Any,
-    template: Template,
-    excluded: frozenset[str],
-    reports: list[Report],
-    where: str,
-) -> Any:
+Decider = Callable[[Mapping[str, Any]], Outcome]
+
+
+def _inject(doc: Any, decider: Decider, reports: list[Report], where: str) -> Any:
     if not isinstance(doc, dict):
         return doc
     kind = doc.get("kind")
@@ -84,16 +84,16 @@ def _inject(
     if kind == "List":
         doc = copy.deepcopy(doc)
         doc["items"] = [
-            _inject(item, template, excluded, reports, f"{label} item {i + 1}")
+            _inject(item, decider, reports, f"{label} item {i + 1}")
             for i, item in enumerate(doc.get("items") or [])
         ]
         return doc
     if kind == "Pod":
-        return _inject_pod(doc, doc, template, excluded, reports, label)
+        return _inject_pod(doc, doc, decider, reports, label)
     holder = next(_pod_template_holders(doc), None)
     if holder is None:
         return doc
-    return _inject_pod(doc, holder, template, excluded, reports, label)
+    return _inject_pod(doc, holder, decider, reports, label)
 
 
 def _pod_template_holders(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -111,8 +111,7 @@ def _pod_template_holders(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def _inject_pod(
     doc: dict[str, Any],
     holder: dict[str, Any],
-    template: Template,
-    excluded: frozenset[str],
+    decider: Decider,
     reports: list[Report],
     label: str,
 ) -> dict[str, Any]:
@@ -137,7 +136,7 @@ def _inject_pod(
         "object": pod,
     }
     try:
-        outcome = decide(request, template, excluded_namespaces=excluded)
+        outcome = decider(request)
     except BadReview as exc:
         raise ManualInjectionError(f"{label}: {exc}") from exc
     reports.append(Report(where=label, outcome=outcome))

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from injector.admission import decide
 from injector.store import TemplateSet
@@ -195,3 +196,40 @@ async def test_a_template_folder_over_https_with_template_and_metrics(
             assert 'mesher_injector_template_reload_failing{template="template"} 0.0' in metrics
     finally:
         await server.stop()
+
+
+def test_inject_f_with_a_template_folder_uses_the_named_template(folder: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    manifest = folder.parent / "pod.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n"
+        "    sidecar.mesher.io/inject: 'yes'\n    sidecar.mesher.io/template: canary\n"
+        "spec:\n  containers: [{name: app, image: x}]\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "injector",
+            "inject",
+            "-f",
+            str(manifest),
+            "--template-file",
+            str(folder),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    pod = yaml.safe_load(result.stdout)
+    assert (
+        pod["metadata"]["annotations"]["sidecar.mesher.io/template-revision"]
+        == load_template(CANARY).revision
+    )

@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/mesher-injector serve --self-signed --self-signed-dir .run/certs \
+	$(BIN)/mesher-injector serve --host 127.0.0.1 --self-signed --self-signed-dir .run/certs \
 		--template-file config/template.yaml --log-format json
 
 lint: $(STAMP)
@@ -46,9 +46,11 @@ k8s-schema: $(STAMP)
 		d = json.load(open("tests/fixtures/kube-api/openapi-v3-api-v1.json")); \
 		open("injector/k8s_schema.json", "w").write(json.dumps(trim(d), indent=1, sort_keys=True) + "\n")'
 
-# kustomize cannot read above deploy/, so deploy/ holds a copy of the template.
+# kustomize cannot read above deploy/, so deploy/ holds a copy of the template; the package
+# ships another (the embedded default). A test keeps all three equal.
 deploy-template:
 	cp config/template.yaml deploy/template/template.yaml
+	cp config/template.yaml injector/default_template.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import base64
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,15 @@ from injector.template import Template, TemplateError, load_template, sample_con
 
 EXIT_USAGE = 2
 EXIT_INVALID = 1
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+# A SAN: a DNS name, optionally a wildcard's first label.
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 class CliError(Exception):
@@ -33,8 +43,26 @@ def _env_default(flag: str, default: Any) -> Any:
     return os.environ.get(env_name(flag), default)
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
 def _serve_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="run the admission webhook")
+    p = sub.add_parser(
+        "serve",
+        help="run the admission webhook",
+        description="Serve POST /mutate and /validate-template over TLS, and /metrics, "
+        "/healthz, /readyz and /template on the plain admin port. Every flag can also be "
+        "set as MESHER_INJECTOR_<FLAG>.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     d = Settings()
 
     def opt(flag: str, **kwargs: Any) -> None:
@@ -43,8 +71,13 @@ def _serve_parser(sub: Any) -> None:
         p.add_argument(flag, **kwargs)
 
     opt("--host", default=d.host, help="address to listen on")
-    opt("--port", type=int, default=d.port, help="TLS port for POST /mutate")
-    opt("--admin-port", type=int, default=d.admin_port, help="plain HTTP port for /metrics etc.")
+    opt("--port", type=port_number, default=d.port, help="TLS port for POST /mutate")
+    opt(
+        "--admin-port",
+        type=port_number,
+        default=d.admin_port,
+        help="plain HTTP port for /metrics etc.",
+    )
     opt("--tls-cert", type=Path, help="serving certificate (PEM)")
     opt("--tls-key", type=Path, help="serving key (PEM)")
     p.add_argument(
@@ -58,7 +91,12 @@ def _serve_parser(sub: Any) -> None:
         type=Path,
         help="where --self-signed writes ca.crt (default: a temp dir)",
     )
-    opt("--template-source", choices=["file", "configmap"], default=d.template_source)
+    opt(
+        "--template-source",
+        choices=["file", "configmap"],
+        default=d.template_source,
+        help="where the sidecar template comes from",
+    )
     opt("--template-file", type=Path, default=d.template_file, help="template YAML for source file")
     opt(
         "--configmap",
@@ -78,8 +116,13 @@ def _serve_parser(sub: Any) -> None:
         default=d.watch_read_timeout,
         help="seconds of silence before the ConfigMap watch reconnects",
     )
-    opt("--log-format", choices=["json", "console"], default=d.log_format)
-    opt("--log-level", choices=["debug", "info", "warning", "error"], default=d.log_level)
+    opt("--log-format", choices=["json", "console"], default=d.log_format, help="log lines as")
+    opt(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=d.log_level,
+        help="the lowest level logged",
+    )
     opt(
         "--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body accepted"
     )
@@ -109,6 +152,13 @@ def _serve_parser(sub: Any) -> None:
     )
 
 
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:  # argparse keeps its subparsers only there
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mesher-injector",
@@ -117,23 +167,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
-    inject = sub.add_parser("inject", help="inject the sidecar into manifests (manual injection)")
+    inject = sub.add_parser(
+        "inject",
+        help="inject the sidecar into manifests (manual injection)",
+        description="Inject the mesher sidecar into the Pods and pod templates (Deployment, "
+        "StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, List) of a YAML text, with the "
+        "webhook's own decision; other documents pass through. One line per pod on stderr; "
+        "a denial exits 1.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     inject.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
-    inject.add_argument("--template-file", type=Path, default=DEFAULT_TEMPLATE_FILE)
+    inject.add_argument(
+        "--template-file",
+        type=Path,
+        default=DEFAULT_TEMPLATE_FILE,
+        help="the template, or a folder of NAME.yaml templates",
+    )
     inject.add_argument("-o", "--output", help="write here instead of stdout")
-    check = sub.add_parser("check-template", help="validate a template and show what it renders")
-    check.add_argument("file", type=Path)
+    check = sub.add_parser(
+        "check-template",
+        help="validate a template and show what it renders",
+        description="Validate a template exactly as a reload does and print what each "
+        "discovery type renders for a sample pod. FILE - reads standard input (e.g. kubectl "
+        "get configmap ... -o jsonpath='{.data.template\\.yaml}' | mesher-injector "
+        "check-template -).",
+    )
+    check.add_argument("file", help="the template file, or - for standard input")
     certs = sub.add_parser(
         "certs",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Write ca.crt, tls.crt, tls.key, secret.yaml (mode 0600) and cabundle "
+        "for the webhook Service into --output-dir.",
         help="create a CA and a serving cert for the webhook Service, the TLS Secret and caBundle",
     )
-    certs.add_argument("--service", default="mesher-injector")
-    certs.add_argument("--namespace", default="mesher-system")
-    certs.add_argument("--secret-name", default="mesher-injector-tls")
+    certs.add_argument("--service", default="mesher-injector", help="the webhook Service")
+    certs.add_argument("--namespace", default="mesher-system", help="the Service's namespace")
+    certs.add_argument("--secret-name", default="mesher-injector-tls", help="the TLS Secret")
     certs.add_argument("--dns", action="append", default=[], help="an extra DNS SAN (repeatable)")
     certs.add_argument("--ip", action="append", default=[], help="an extra IP SAN (repeatable)")
     certs.add_argument("--days", type=int, default=365, help="validity of the CA and the cert")
     certs.add_argument("-o", "--output-dir", type=Path, required=True)
+    certs.add_argument("--force", action="store_true", help="overwrite files already there")
     cli_cluster.add_parsers(sub)
     return parser
 
@@ -177,14 +251,23 @@ def run_inject(args: argparse.Namespace) -> int:
         for warning in o.warnings:
             print(f"  warning: {warning}", file=sys.stderr)
     if args.output:
-        Path(args.output).write_text(output)
+        try:
+            Path(args.output).write_text(output)
+        except OSError as exc:
+            raise CliError(f"cannot write {args.output}: {exc}") from exc
     else:
         sys.stdout.write(output)
     return 0
 
 
 def run_check_template(args: argparse.Namespace) -> int:
-    template = _read_template(args.file)
+    if args.file == "-":
+        try:
+            template = load_template(sys.stdin.read())
+        except TemplateError as exc:
+            raise CliError(f"<stdin>: {exc}") from exc
+    else:
+        template = _read_template(Path(args.file))
     print(f"# template {args.file}: valid")
     print(f"# revision {template.revision}, version {template.version or '(none)'}")
     print(
@@ -213,6 +296,19 @@ def run_certs(args: argparse.Namespace) -> int:
 
     if args.days < 1:
         raise CliError("--days must be at least 1")
+    for flag, value in (("--service", args.service), ("--namespace", args.namespace)):
+        if not _DNS_LABEL.match(value):
+            raise CliError(f"{flag} {value!r} is not a DNS label (lowercase letters, digits, -)")
+    if not _DNS_SUBDOMAIN.match(args.secret_name):
+        raise CliError(f"--secret-name {args.secret_name!r} is not a valid Secret name")
+    for name in args.dns:
+        if not _DNS_NAME.match(name):
+            raise CliError(f"--dns {name!r} is not a DNS name")
+    out: Path = args.output_dir
+    written = [out / n for n in ("ca.crt", "tls.crt", "tls.key", "secret.yaml", "cabundle")]
+    existing = [p.name for p in written if p.exists()]
+    if existing and not args.force:
+        raise CliError(f"{out} already holds {', '.join(existing)}: pass --force to overwrite them")
     try:
         bundle = issue_certificates(
             dns_names=service_dns_names(args.service, args.namespace) + list(args.dns),
@@ -221,16 +317,13 @@ def run_certs(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise CliError(f"cannot issue the certificate: {exc}") from exc
-    out: Path = args.output_dir
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "ca.crt").write_bytes(bundle.ca_cert)
         (out / "tls.crt").write_bytes(bundle.cert)
-        key = out / "tls.key"
-        key.touch(mode=0o600)
-        key.write_bytes(bundle.key)
         secret = tls_secret_manifest(name=args.secret_name, namespace=args.namespace, bundle=bundle)
-        (out / "secret.yaml").write_text(yaml.safe_dump(secret, sort_keys=False))
+        _write_private(out / "tls.key", bundle.key)  # both hold the private key
+        _write_private(out / "secret.yaml", yaml.safe_dump(secret, sort_keys=False).encode())
         (out / "cabundle").write_text(base64.b64encode(bundle.ca_cert).decode() + "\n")
     except OSError as exc:
         raise CliError(f"cannot write to {out}: {exc}") from exc
@@ -240,6 +333,14 @@ def run_certs(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Written with mode 0600 from the start (an existing file is made 0600 first)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -288,7 +389,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # say it with the subcommand's usage, not the top-level one
+        sub = _subparsers(parser).get(args.command, parser)
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {
         "serve": run_serve,
         "inject": run_inject,

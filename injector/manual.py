@@ -15,6 +15,7 @@ from typing import Any
 import jsonpatch
 import yaml
 
+from injector import annotations as ann
 from injector.admission import DEFAULT_EXCLUDED_NAMESPACES, BadReview, Outcome, decide
 from injector.template import Template
 
@@ -135,6 +136,15 @@ def _inject_pod(
         "namespace": namespace,
         "object": pod,
     }
+    annotations = pod_meta.get("annotations")
+    for key in ann.KEYS:
+        value = annotations.get(key) if isinstance(annotations, dict) else None
+        if value is not None and not isinstance(value, str):
+            shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...")
+            raise ManualInjectionError(
+                f"{label}: {key} is the YAML {type(value).__name__} {shown.strip()}, not text: "
+                f'quote it, e.g. {key}: "yes" (unquoted yes, no, true and on are booleans)'
+            )
     try:
         outcome = decider(request)
     except BadReview as exc:

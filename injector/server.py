@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import shutil
 import signal
 import tempfile
 import time
@@ -18,7 +19,7 @@ from aiohttp import web
 from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from injector import limits, logs
+from injector import __version__, limits, logs
 from injector.admission import answer, pod_facts
 from injector.guard import GuardedSite, quiet_server_logger, request_bounds
 from injector.limits import clip
@@ -171,9 +172,11 @@ async def mutate(request: web.Request) -> web.StreamResponse:
         "warnings": len(outcome.warnings),
         "duration_ms": int(elapsed * 1e6 + 0.5) / 1000,  # round(x, 3) costs 1 us here
     }
+    level = "info"
     if outcome.decision == "denied":
         fields["message"] = outcome.message
-    logs.info(injector.log, "admission", fields)
+        level = "warning"  # a pod was refused: someone must look
+    logs.info(injector.log, "admission", fields, level=level)
     return web.Response(body=result.body, content_type="application/json")
 
 
@@ -316,6 +319,7 @@ class Server:
             self.injector.template_ref = ConfigMapRef.parse("", default_namespace=namespace)
         self.tls: ReloadingTls | None = None
         self.ca_file: Path | None = None
+        self._temp_dir: Path | None = None
         self._runners: list[web.AppRunner] = []
         self._api: ApiClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -325,7 +329,9 @@ class Server:
     def _tls_files(self) -> tuple[Path, Path]:
         s = self.settings
         if s.self_signed:
-            directory = s.self_signed_dir or Path(tempfile.mkdtemp(prefix="mesher-injector-"))
+            directory = s.self_signed_dir
+            if directory is None:  # a private key: removed again when the server stops
+                directory = self._temp_dir = Path(tempfile.mkdtemp(prefix="mesher-injector-"))
             ca, cert, key = write_self_signed(
                 directory, dns_names=["localhost"], ip_addresses=["127.0.0.1", "::1"]
             )
@@ -424,6 +430,7 @@ class Server:
         self.port = hook.addresses[0][1]
         self.injector.log.info(
             "serving",
+            version=__version__,
             port=self.port,
             admin_port=self.admin_port,
             template_source=s.template_source,
@@ -444,6 +451,8 @@ class Server:
             await runner.cleanup()
         if self._api is not None:
             await self._api.close()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
         self.injector.log.info("stopped")
         logs.flush()
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 from injector import limits
 from injector.admission import DEFAULT_EXCLUDED_NAMESPACES
 
 ENV_PREFIX = "MESHER_INJECTOR_"
-DEFAULT_TEMPLATE_FILE = Path("config/template.yaml")
+# The embedded default, shipped inside the package (config/template.yaml is the editable
+# copy `make run` serves; a test keeps them equal), so it is found from any directory.
+DEFAULT_TEMPLATE_FILE = Path(str(resources.files("injector").joinpath("default_template.yaml")))
 DEFAULT_CONFIGMAP_NAME = "mesher-sidecar-template"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 

@@ -267,9 +267,26 @@ def load_template(text: str) -> Template:
         raise TemplateError([f"cannot load the template: {type(exc).__name__}: {exc}"]) from exc
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe loading that refuses a key given twice in one mapping (YAML says keys are
+    unique; PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            if isinstance(key, str | int | float | bool):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _load(text: str) -> Template:
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise TemplateError([f"not valid YAML: {_one_line(str(exc))}"]) from exc
     if not isinstance(document, dict):
@@ -283,9 +300,10 @@ def _load(text: str) -> Template:
     values = _flatten_values(document.get("values") or {}, problems)
     known = CONTEXT_VARIABLES | values.keys()
     used = _variables_in(document)
-    for name in sorted(used):
-        if name not in known:
-            problems.append(f"unknown variable {{{{ {name} }}}}")
+    unknown = sorted(name for name in used if name not in known)
+    places = _variable_places(document, set(unknown)) if unknown else {}
+    for name in unknown:
+        problems.append(f"unknown variable {{{{ {name} }}}} at {places.get(name, '?')}")
     if problems:
         raise TemplateError(problems)
 
@@ -352,7 +370,9 @@ def sample_context(discovery_type: str) -> RenderContext:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """A YAML error on one line, without PyYAML's "<unicode string>" (the caller names
+    the file)."""
+    return " ".join(text.replace('in "<unicode string>", ', "").split())
 
 
 # --- validation -----------------------------------------------------------------
@@ -600,6 +620,23 @@ def _flatten_values(values: object, problems: list[str], prefix: str = "values")
         else:
             flat[name] = "" if value is None else str(value)
     return flat
+
+
+def _variable_places(document: object, names: set[str]) -> dict[str, str]:
+    """Where each of `names` is first used, as a path (containers[0].env[1].value)."""
+    places: dict[str, str] = {}
+    stack: list[tuple[object, str]] = [(document, "")]
+    while stack and len(places) < len(names):
+        node, where = stack.pop()
+        if isinstance(node, str):
+            for name in _VARIABLE.findall(node):
+                if name in names:
+                    places.setdefault(name, where or "the top level")
+        elif isinstance(node, dict):
+            stack += [(v, f"{where}.{k}" if where else str(k)) for k, v in node.items()]
+        elif isinstance(node, list):
+            stack += [(v, f"{where}[{i}]") for i, v in enumerate(node)]
+    return places
 
 
 def _variables_in(node: object) -> set[str]:

@@ -108,3 +108,20 @@ def assert_pilot_configured(mesher: dict[str, Any], address: str) -> None:
     assert mesher["image"].endswith("-pilot")
     env = {e["name"] for e in mesher["env"]}
     assert not env & {"PILOT_ADDR", "SERVICE_DISCOVERY_TYPE", "CSE_REGISTRY_ADDR"}
+
+
+def _shipped() -> tuple[str, str]:
+    import yaml
+
+    document = yaml.safe_load(DEFAULT_TEMPLATE.read_text())
+    return str(document["version"]), str(document["values"]["image"])
+
+
+# What the shipped template says, so a fork that rolls mesher keeps its tests green.
+SHIPPED_VERSION, SHIPPED_IMAGE = _shipped()
+
+
+def bump(text: str, version: str) -> str:
+    """The shipped template `text` with its mesher version (tag and version) replaced."""
+    assert SHIPPED_VERSION in text
+    return text.replace(SHIPPED_VERSION, version)

@@ -5,7 +5,7 @@ from pathlib import Path
 from injector.sources.file import FileSource
 from injector.store import Reload, TemplateSet
 from injector.template import load_template
-from tests.helpers import DEFAULT_TEMPLATE
+from tests.helpers import DEFAULT_TEMPLATE, SHIPPED_VERSION, bump
 
 GOOD = DEFAULT_TEMPLATE.read_text()
 
@@ -28,31 +28,33 @@ def test_polling_offers_only_changed_content(tmp_path: Path) -> None:
     assert source.poll(store) == []
     path.write_text(GOOD)  # rewritten, same bytes: nothing to do
     assert source.poll(store) == []
-    path.write_text(GOOD.replace("1.6.3", "1.6.4"))
+    path.write_text(bump(GOOD, "9.9.9"))
     changed = settled(source, store)
     assert changed is not None
     assert changed.result == "applied"
     assert store.template is not None
-    assert store.template.version == "1.6.4"
+    assert store.template.version == "9.9.9"
 
 
 def test_a_mounted_configmap_symlink_swap_is_a_change(tmp_path: Path) -> None:
     # The kubelet's layout: template.yaml -> ..data/template.yaml, ..data -> a timestamped dir.
-    for name, version in (("v1", "1.6.3"), ("v2", "1.6.4")):
+    for name, version in (("v1", SHIPPED_VERSION), ("v2", "9.9.9")):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "template.yaml").write_text(GOOD.replace("1.6.3", version))
+        (tmp_path / name / "template.yaml").write_text(
+            bump(GOOD, version) if version != SHIPPED_VERSION else GOOD
+        )
     (tmp_path / "..data").symlink_to("v1")
     (tmp_path / "template.yaml").symlink_to("..data/template.yaml")
     source, store = FileSource(tmp_path / "template.yaml"), TemplateSet()
     settled(source, store)
     assert store.template is not None
-    assert store.template.version == "1.6.3"
+    assert store.template.version == SHIPPED_VERSION
     (tmp_path / "..data_tmp").symlink_to("v2")
     (tmp_path / "..data_tmp").rename(tmp_path / "..data")
     reload = settled(source, store)
     assert reload is not None
     assert reload.result == "applied"
-    assert store.template.version == "1.6.4"
+    assert store.template.version == "9.9.9"
 
 
 def test_a_missing_file_is_reported_once_and_its_return_is_applied(tmp_path: Path) -> None:
@@ -85,7 +87,7 @@ def test_a_torn_in_place_write_is_never_activated(tmp_path: Path) -> None:
     settled(source, store)
     assert store.template is not None
     good_revision = store.template.revision
-    edited = GOOD.replace("1.6.3", "1.6.4")
+    edited = bump(GOOD, "9.9.9")
     half = edited[: edited.index("\n  pilot:\n") + 1]  # discovery sc only
     assert load_template(half).revision != good_revision  # a valid template on its own
     path.write_text(half)
@@ -94,5 +96,5 @@ def test_a_torn_in_place_write_is_never_activated(tmp_path: Path) -> None:
     assert source.poll(store) == []  # changed again since the last poll: not yet
     (reload,) = source.poll(store)
     assert reload.result == "applied"
-    assert store.template.version == "1.6.4"
+    assert store.template.version == "9.9.9"
     assert store.template.revision == load_template(edited).revision

@@ -17,11 +17,12 @@ from tests.helpers import (
     admission_fixture,
     apply,
     assert_only_added,
+    bump,
     decode_patch,
 )
 
 TEMPLATE: Template = load_template(DEFAULT_TEMPLATE.read_text())
-NAMED = {"canary": load_template(DEFAULT_TEMPLATE.read_text().replace("1.6.3", "1.7.0"))}
+NAMED = {"canary": load_template(bump(DEFAULT_TEMPLATE.read_text(), "1.7.0"))}
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,10}[a-z0-9]", fullmatch=True)
 text = st.text(max_size=30)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from injector.cli import main
 from injector.template import load_template
-from tests.helpers import DEFAULT_TEMPLATE, KUBE_API
+from tests.helpers import DEFAULT_TEMPLATE, KUBE_API, SHIPPED_VERSION
 from tests.kube_cluster import KubeCluster
 
 LIVE = load_template(DEFAULT_TEMPLATE.read_text()).revision
@@ -88,7 +88,7 @@ def test_recorded_pods_that_asked_and_never_got_it_are_missing_with_why(
     assert report["template"] == {
         "configmap": "mesher-system/mesher-sidecar-template",
         "revision": LIVE,
-        "version": "1.6.3",
+        "version": SHIPPED_VERSION,
     }
     workloads = by_name(report)
     assert set(workloads) == {"DaemonSet/agent", "StatefulSet/db", "Pod/native", "Job/nightly"}
@@ -150,7 +150,7 @@ def test_the_table_lists_stale_and_missing_first_and_a_selector_narrows_it(
     lines = out.splitlines()
     assert (
         lines[0]
-        == f"template mesher-system/mesher-sidecar-template: revision {LIVE}, version 1.6.3"
+        == f"template mesher-system/mesher-sidecar-template: revision {LIVE}, version {SHIPPED_VERSION}"
     )
     assert lines[1].split() == ["NAMESPACE", "KIND", "NAME", "PODS", "REVISIONS", "STATE", "WHY"]
     assert lines[2].split()[:6] == ["chassis", "StatefulSet", "db", "1", "-", "missing"]

@@ -4,7 +4,7 @@ import itertools
 from collections.abc import Callable
 
 from injector.store import TemplateStore
-from tests.helpers import DEFAULT_TEMPLATE
+from tests.helpers import DEFAULT_TEMPLATE, bump
 
 GOOD = DEFAULT_TEMPLATE.read_text()
 
@@ -37,7 +37,7 @@ def test_invalid_template_is_rejected_and_the_last_good_keeps_serving() -> None:
     assert store.template is good
     assert store.last_error is not None
     assert store.last_error.source == "b"
-    assert store.offer(GOOD.replace("1.6.3", "1.6.4"), source="c").result == "applied"
+    assert store.offer(bump(GOOD, "9.9.9"), source="c").result == "applied"
     assert store.last_error is None
 
 

@@ -5,7 +5,14 @@ from dataclasses import replace
 import pytest
 
 from injector.template import Template, TemplateError, load_template, sample_context
-from tests.helpers import DEFAULT_TEMPLATE, KUBE_API, assert_pilot_configured, pilot_chassis
+from tests.helpers import (
+    DEFAULT_TEMPLATE,
+    KUBE_API,
+    SHIPPED_IMAGE,
+    SHIPPED_VERSION,
+    assert_pilot_configured,
+    pilot_chassis,
+)
 
 MINIMAL = (
     'version: "1.6.3"\ncontainers:\n- name: mesher\n  image: servicecomb/mesher-sidecar:1.6.3\n'
@@ -21,7 +28,7 @@ def problems_of(text: str) -> str:
 def test_default_template_declares_sc_and_pilot_with_sc_default(template: Template) -> None:
     assert template.discovery_types == ("sc", "pilot")
     assert template.default_discovery == "sc"
-    assert template.version == "1.6.3"
+    assert template.version == SHIPPED_VERSION
     assert template.sidecar_names == frozenset({"mesher"})
 
 
@@ -42,7 +49,7 @@ def test_default_template_carries_the_mesher_facts(template: Template) -> None:
     }
     assert env["INSTANCE_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert env["CSE_REGISTRY_ADDR"]["value"] == "http://service-center.servicecomb:30100"
-    assert mesher["image"] == "servicecomb/mesher-sidecar:1.6.3"
+    assert mesher["image"] == SHIPPED_IMAGE
     assert mesher["command"] == ["sh", "/opt/mesher/start.sh"]  # as the image runs it
     pilot = template.render(sample_context("pilot")).containers[0]
     assert_pilot_configured(pilot, "istio-pilot.istio-system:15010")

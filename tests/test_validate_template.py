@@ -14,7 +14,7 @@ import structlog
 from injector.store import TemplateStore
 from injector.template_review import review_template
 from tests.conftest import Running
-from tests.helpers import DEFAULT_TEMPLATE, admission_fixture
+from tests.helpers import DEFAULT_TEMPLATE, SHIPPED_IMAGE, admission_fixture
 
 GOOD = DEFAULT_TEMPLATE.read_text()
 
@@ -102,7 +102,7 @@ async def test_a_configmap_without_the_template_key_is_denied(running: Running) 
 async def test_a_floating_image_is_allowed_with_a_warning(
     running: Running, image: str, what: str
 ) -> None:
-    text = GOOD.replace("image: servicecomb/mesher-sidecar:1.6.3", f"image: {image}")
+    text = GOOD.replace(f"image: {SHIPPED_IMAGE}", f"image: {image}")
     _, answer = await validate(running, update_with(text))
     response = answer["response"]
     assert response["allowed"] is True
@@ -112,7 +112,7 @@ async def test_a_floating_image_is_allowed_with_a_warning(
 
 async def test_a_digest_pinned_image_gets_no_warning(running: Running) -> None:
     digest = "servicecomb/mesher-sidecar@sha256:" + "a" * 64
-    text = GOOD.replace("image: servicecomb/mesher-sidecar:1.6.3", f"image: {digest}")
+    text = GOOD.replace(f"image: {SHIPPED_IMAGE}", f"image: {digest}")
     _, answer = await validate(running, update_with(text))
     assert answer["response"]["allowed"] is True
     assert "warnings" not in answer["response"]

@@ -19,8 +19,11 @@ from tests.conftest import Running, start_server
 from tests.expectations import EXPECTED, check_answer
 from tests.helpers import (
     ADMISSION,
+    SHIPPED_IMAGE,
+    SHIPPED_VERSION,
     admission_fixture,
     admission_fixture_names,
+    bump,
     decode_patch,
     wait_until,
 )
@@ -113,7 +116,7 @@ async def test_admin_port_reports_health_readiness_and_template(running: Running
     async with running.session.get(running.admin + "/template") as resp:
         info = await resp.json()
     assert info["revision"] == running.server.injector.store.template.revision  # type: ignore[union-attr]
-    assert info["version"] == "1.6.3"
+    assert info["version"] == SHIPPED_VERSION
     assert info["source"] == f"file:{running.template_file}"
     assert info["loaded_at"]
     assert info["last_error"] is None
@@ -184,18 +187,14 @@ async def test_template_file_edit_changes_the_next_answer(running: Running) -> N
     store = running.server.injector.store
     old = store.template
     assert old is not None
-    text = (
-        running.template_file.read_text()
-        .replace("servicecomb/mesher-sidecar:1.6.3", "servicecomb/mesher-sidecar:1.6.4")
-        .replace('version: "1.6.3"', 'version: "1.6.4"')
-    )
+    text = bump(running.template_file.read_text(), "9.9.9")
     running.template_file.write_text(text)
     await wait_until(lambda: store.template is not old)
     answer = await admit(running, admission_fixture("server-mesher"))
     ops = decode_patch(answer["response"])
     images = [op["value"]["image"] for op in ops if op["path"] == "/spec/containers/-"]
-    assert images == ["servicecomb/mesher-sidecar:1.6.4"]
-    assert store.template.version == "1.6.4"  # type: ignore[union-attr]
+    assert images == [bump(SHIPPED_IMAGE, "9.9.9")]
+    assert store.template.version == "9.9.9"  # type: ignore[union-attr]
 
 
 async def test_broken_template_edit_is_refused_and_the_old_one_keeps_serving(
@@ -244,7 +243,7 @@ async def test_stop_makes_readyz_fail_first(running: Running) -> None:
 async def test_concurrent_admissions_each_see_exactly_one_revision(running: Running) -> None:
     store = running.server.injector.store
     base = running.template_file.read_text()
-    texts = [base.replace("mesher-sidecar:1.6.3", f"mesher-sidecar:{tag}") for tag in ("a", "b")]
+    texts = [base.replace(SHIPPED_IMAGE, f"servicecomb/mesher-sidecar:{tag}") for tag in ("a", "b")]
     image_of = {}
     for tag, text in zip(("a", "b"), texts, strict=True):
         store.offer(text, source="test")

@@ -35,7 +35,7 @@ def test_the_readmes_log_grep_matches_a_real_admission_line() -> None:
     readme = (ROOT / "README.md").read_text()
     (pattern,) = re.findall(r"logs deploy/mesher-injector \| grep '([^']+)'", readme)
     stream = io.BytesIO()
-    logs.configure(log_format="json", stream=stream)  # type: ignore[arg-type]
+    logs.configure(log_format="json", stream=stream)
     try:
         logs.info(
             logs.get_logger("mesher_injector"), "admission", {"uid": "u", "decision": "injected"}

@@ -154,10 +154,13 @@ async def test_bad_requests_get_400_with_a_clear_message(
 async def test_oversized_body_gets_413_and_the_server_keeps_serving(running: Running) -> None:
     review = admission_fixture("server-mesher")
     review["request"]["object"]["metadata"]["annotations"]["padding"] = "x" * (9 * 1024 * 1024)
-    async with running.session.post(
-        running.url + "/mutate", data=json.dumps(review).encode(), headers=HEADERS
-    ) as resp:
-        assert resp.status == 413
+    with structlog.testing.capture_logs() as logs:
+        async with running.session.post(
+            running.url + "/mutate", data=json.dumps(review).encode(), headers=HEADERS
+        ) as resp:
+            assert resp.status == 413
+    (line,) = [e for e in logs if e["event"] == "bad_request"]  # a 413 leaves a line too
+    assert (line["status"], line["reason"], line["log_level"]) == (413, "too-large", "warning")
     answer = await admit(running, admission_fixture("server-mesher"))
     assert answer["response"]["allowed"] is True
 

@@ -21,13 +21,14 @@ from tests.helpers import ADMISSION, DEFAULT_TEMPLATE, ROOT
 MANIFESTS = Path(__file__).parent / "manifests"
 
 
-def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it: a real process, output captured as text, bounded."""
     return subprocess.run(
         [sys.executable, "-m", "injector", *args],
         input=stdin,
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         timeout=60,
         check=False,
     )

@@ -6,8 +6,6 @@ import io
 import json
 import re
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,18 +15,7 @@ from injector import logs
 from injector.store import TemplateStore
 from tests.conftest import start_server
 from tests.helpers import DEFAULT_TEMPLATE, ROOT, admission_fixture
-
-
-def cli(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "injector", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
+from tests.test_cli import cli
 
 
 def test_the_readmes_log_grep_matches_a_real_admission_line() -> None:

@@ -27,6 +27,7 @@ from prometheus_client.utils import floatToGoString
 from injector import __version__
 from injector.admission import REASONS, Outcome, Reason
 from injector.store import Active, Reload
+from injector.template import DEFAULT_TEMPLATE_NAME
 from injector.tls import Serving
 
 # Sub-millisecond first: the injector's own work is tens of microseconds; up to the
@@ -157,7 +158,8 @@ class Metrics:
         """`active`: the reloaded template's store's, None once a named one is removed."""
         name = reload.template
         self.reloads.labels(result=reload.result).inc()
-        if active is None and reload.result == "deleted":  # a named template removed
+        removed = active is None and reload.result == "deleted" and name != DEFAULT_TEMPLATE_NAME
+        if removed:  # a named template whose key is gone
             self._drop_template(name)
             return
         self.reload_failing.labels(template=name).set(

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from prometheus_client import generate_latest
 
 from injector.admission import decide
 from injector.store import TemplateSet
@@ -233,3 +234,22 @@ def test_inject_f_with_a_template_folder_uses_the_named_template(folder: Path) -
         pod["metadata"]["annotations"]["sidecar.mesher.io/template-revision"]
         == load_template(CANARY).revision
     )
+
+
+def test_a_missing_default_source_counts_as_failing_and_a_removed_canary_leaves_no_series() -> None:
+    from injector.metrics import Metrics
+
+    metrics = Metrics()
+    store = TemplateSet()
+    for reload in store.source_gone(source="file:x", why="cannot read template"):
+        metrics.observe_reload(reload, store.stores()[reload.template].active)
+    value = metrics.registry.get_sample_value
+    assert value("mesher_injector_template_reload_failing", {"template": "template"}) == 1
+    for text in (data(canary=CANARY), data()):
+        for reload in store.offer_data(text, source="s", default_key="template.yaml"):
+            current = store.stores().get(reload.template)
+            metrics.observe_reload(reload, current.active if current else None)
+    assert value("mesher_injector_template_reload_failing", {"template": "template"}) == 0
+    assert value("mesher_injector_template_reload_failing", {"template": "canary"}) is None
+    exposition = generate_latest(metrics.registry).decode()
+    assert 'template="canary"' not in exposition

@@ -14,7 +14,6 @@ import os
 import ssl
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from bench.throughput import serve_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "admission" / "server-mesher.json"
@@ -171,24 +172,16 @@ def start(workdir: Path, *extra: str) -> ServerProcess:
     log = workdir / "server.log"
     certs = workdir / "certs"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "injector",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--admin-port",
-            "0",
+        serve_argv(
+            0,
+            0,
             "--self-signed",
             "--self-signed-dir",
             str(certs),
             "--template-file",
             str(ROOT / "config" / "template.yaml"),
             *extra,
-        ],
+        ),
         cwd=ROOT,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

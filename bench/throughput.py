@@ -93,21 +93,30 @@ def wait_http(url: str, *, context: ssl.SSLContext | None = None, limit: float =
         time.sleep(0.005)
 
 
+def serve_argv(port: int, admin_port: int, *extra: str) -> list[str]:
+    """`mesher-injector serve` on loopback, as every benchmark starts it."""
+    return [
+        sys.executable,
+        "-m",
+        "injector",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--admin-port",
+        str(admin_port),
+        *extra,
+    ]
+
+
 def start_injector(certs: Path) -> tuple[Served, float]:
     port, admin = free_port(), free_port()
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "injector",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--admin-port",
-            str(admin),
+        serve_argv(
+            port,
+            admin,
             "--tls-cert",
             str(certs / "tls.crt"),
             "--tls-key",
@@ -115,7 +124,7 @@ def start_injector(certs: Path) -> tuple[Served, float]:
             "--template-file",
             str(ROOT / "config" / "template.yaml"),
             *os.environ.get("BENCH_INJECTOR_ARGS", "").split(),
-        ],
+        ),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

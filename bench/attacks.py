@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.throughput import serve_argv
+from bench.throughput import serve_argv, status_mib, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "admission" / "server-mesher.json"
@@ -145,26 +145,11 @@ class ServerProcess:
     log: Path
 
     def peak_rss_mib(self) -> float:
-        return _status_mib(self.proc.pid, "VmHWM")
-
-    def rss_mib(self) -> float:
-        return _status_mib(self.proc.pid, "VmRSS")
+        return status_mib(self.proc.pid, "VmHWM")
 
     def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         return self.log.read_text()
-
-
-def _status_mib(pid: int, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise LookupError(key)
 
 
 def start(workdir: Path, *extra: str) -> ServerProcess:

@@ -3,7 +3,9 @@
 # Installs mesher-injector (deploy/install.sh), labels chassis, creates the examples,
 # checks each example pod has the mesher container and the injected annotations, that
 # an admin's template edit survives a re-install, that admission works after ROTATE=1,
-# and that with the injector scaled to zero only pods that ask are refused; then cleans up. Exits 0 with "skipped: no cluster" when there is none.
+# that the example Job (native sidecar) completes, and that with the injector scaled to
+# zero only pods that ask are refused; then cleans up. Exits 0 with "skipped: no cluster"
+# when there is none.
 # IMAGE: the injector image the cluster can pull (default: what deploy/ names).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -50,6 +52,14 @@ for app in server-mesher client-mesher server-pilot client-pilot; do
   fi
 done
 "$kubectl" -n chassis get pods
+
+# A Job with a native sidecar completes (a classic sidecar would keep it running).
+first_init=$("$kubectl" -n chassis get pods -l app=nightly -o jsonpath='{.items[0].spec.initContainers[0].name}' 2>/dev/null || true)
+if [ "$first_init" = mesher ] && "$kubectl" -n chassis wait --for=condition=complete job/nightly --timeout=180s >/dev/null; then
+  echo "ok   job/nightly completed with mesher as a native sidecar"
+else
+  echo "FAIL job/nightly: first init container '$first_init', or it did not complete"; fail=1
+fi
 
 ns=mesher-system
 cm=configmap/mesher-sidecar-template

@@ -325,10 +325,8 @@ def decide(
 
 
 def _owner_of_kind(metadata: Mapping[str, Any], kind: str) -> str:
-    for owner in metadata.get("ownerReferences") or []:
-        if owner.get("kind") == kind and owner.get("controller", True):
-            return clip(str(owner.get("name") or ""), MAX_LOG_FIELD_CHARS)
-    return ""
+    owner = controller_of(metadata)
+    return clip(owner[1], MAX_LOG_FIELD_CHARS) if owner and owner[0] == kind else ""
 
 
 def _resources_problem(sidecar: Sidecar) -> str:
@@ -427,19 +425,28 @@ def service_version(metadata: Mapping[str, Any]) -> str:
     return ""
 
 
+def controller_of(metadata: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (kind, name) of the object that controls this one (its first owner reference
+    not marked controller: false), or None."""
+    owners = metadata.get("ownerReferences")
+    for owner in owners if isinstance(owners, list) else []:
+        if isinstance(owner, dict) and owner.get("controller", True):
+            return str(owner.get("kind", "")), str(owner.get("name") or "")
+    return None
+
+
 def owner_name(metadata: Mapping[str, Any]) -> str:
     """The owning workload's name: a ReplicaSet's less its pod-template-hash suffix."""
-    for owner in metadata.get("ownerReferences") or []:
-        if not isinstance(owner, dict) or not owner.get("controller", True):
-            continue
-        name = str(owner.get("name") or "")
-        if owner.get("kind") == "ReplicaSet":
-            template_hash = (metadata.get("labels") or {}).get("pod-template-hash")
-            if template_hash and name.endswith(f"-{template_hash}"):
-                return name[: -len(template_hash) - 1]
-            return _HASH_SUFFIX.sub("", name)
-        return name
-    return ""
+    owner = controller_of(metadata)
+    if owner is None:
+        return ""
+    kind, name = owner
+    if kind == "ReplicaSet":
+        template_hash = (metadata.get("labels") or {}).get("pod-template-hash")
+        if template_hash and name.endswith(f"-{template_hash}"):
+            return name[: -len(template_hash) - 1]
+        return _HASH_SUFFIX.sub("", name)
+    return name
 
 
 def pod_facts(request: Mapping[str, Any]) -> PodFacts:

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from injector import annotations as ann
+from injector.admission import controller_of
 from injector.template import DEFAULT_TEMPLATE_NAME
 
 State = Literal["current", "stale", "missing"]
@@ -74,10 +75,7 @@ def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _controller(obj: Mapping[str, Any]) -> tuple[str, str] | None:
-    for owner in _meta(obj).get("ownerReferences") or []:
-        if isinstance(owner, dict) and owner.get("controller", True):
-            return str(owner.get("kind", "")), str(owner.get("name", ""))
-    return None
+    return controller_of(_meta(obj))
 
 
 def owner_of(

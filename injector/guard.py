@@ -2,10 +2,10 @@
 a TLS handshake timeout, and one short warning (no traceback) for broken HTTP.
 
 `ConnectionGuard` wraps aiohttp's own protocol and forwards every transport event to
-it; when the first byte of a request arrives it starts a deadline that the handler
-stops once the headers are in (`headers_received`). A client that trickles its headers
-is cut off at the deadline. Idle keep-alive connections are aiohttp's own business
-(`keepalive_timeout`).
+it; when the first byte of a request arrives it notes a deadline that the handler
+clears once the headers are in (`headers_received`, then `request_done`). A client
+that trickles its headers is cut off at the deadline. Idle keep-alive connections are
+aiohttp's own business (`keepalive_timeout`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,27 @@ from aiohttp import web
 
 
 class ConnectionGuard(asyncio.Protocol):
-    __slots__ = ("_header_timeout", "_inner", "_timer", "_transport", "in_request")
+    """The deadline is lazy: a request's first bytes only note when its headers are due,
+    and one timer per connection, re-armed when it fires early, checks the note. So a
+    keep-alive connection's requests arm and cancel no timer each (a timer per request
+    was a measurable share of an admission's CPU)."""
+
+    __slots__ = (
+        "_deadline",
+        "_header_timeout",
+        "_inner",
+        "_loop",
+        "_timer",
+        "_transport",
+        "in_request",
+    )
 
     def __init__(self, inner: asyncio.Protocol, *, header_timeout: float) -> None:
         self._inner = inner
         self._header_timeout = header_timeout
+        self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # when the awaited headers are due
         self._transport: asyncio.BaseTransport | None = None
         self.in_request = False
 
@@ -36,7 +51,7 @@ class ConnectionGuard(asyncio.Protocol):
     def headers_received(self) -> None:
         """The handler runs: the headers are in. The body has the handler's own timeout."""
         self.in_request = True
-        self._cancel()
+        self._deadline = None
 
     def request_done(self) -> None:
         self.in_request = False
@@ -47,18 +62,24 @@ class ConnectionGuard(asyncio.Protocol):
             self._transport.close()
 
     def _cancel(self) -> None:
+        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _expired(self) -> None:
+    def _check(self) -> None:
         self._timer = None
-        if not self.in_request:
-            logging.getLogger("mesher_injector.http").warning(
-                "client did not send its request headers within %.1f s; connection closed",
-                self._header_timeout,
-            )
-            self.close()
+        deadline = self._deadline
+        if deadline is None or self.in_request:
+            return  # nothing awaited now; the next request's first bytes re-arm
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._check)
+            return
+        logging.getLogger("mesher_injector.http").warning(
+            "client did not send its request headers within %.1f s; connection closed",
+            self._header_timeout,
+        )
+        self.close()
 
     # --- asyncio.Protocol, forwarded ---------------------------------------------
 
@@ -67,9 +88,10 @@ class ConnectionGuard(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._timer is None and not self.in_request and data:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._header_timeout, self._expired)
+        if self._deadline is None and not self.in_request and data:
+            self._deadline = deadline = self._loop.time() + self._header_timeout
+            if self._timer is None:
+                self._timer = self._loop.call_at(deadline, self._check)
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -85,21 +107,6 @@ class ConnectionGuard(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._inner.resume_writing()
-
-
-@web.middleware
-async def request_bounds(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Marks the guarded connection busy while a handler runs (no header deadline then)."""
-    guard = ConnectionGuard.of(request)
-    if guard is None:
-        result: web.StreamResponse = await handler(request)
-        return result
-    guard.headers_received()
-    try:
-        result = await handler(request)
-        return result
-    finally:
-        guard.request_done()
 
 
 class GuardedSite(web.TCPSite):

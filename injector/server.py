@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from injector import __version__, limits, logs
 from injector.admission import answer, pod_facts
-from injector.guard import GuardedSite, quiet_server_logger, request_bounds
+from injector.guard import ConnectionGuard, GuardedSite, quiet_server_logger
 from injector.limits import clip
 from injector.metrics import Metrics
 from injector.settings import DEFAULT_CONFIGMAP_NAME, Settings, own_namespace
@@ -92,7 +92,6 @@ class Injector:
 
 
 INJECTOR = web.AppKey("injector", Injector)
-READ_TIMEOUT = web.AppKey("read_timeout", float)
 
 
 def _refuse(injector: Injector, status: int, reason: str, message: str) -> web.Response:
@@ -103,7 +102,9 @@ def _refuse(injector: Injector, status: int, reason: str, message: str) -> web.R
     return web.json_response({"error": message}, status=status)
 
 
-async def read_body(request: web.Request, injector: Injector) -> bytes | web.Response:
+async def read_body(
+    request: web.BaseRequest, injector: Injector, read_timeout: float
+) -> bytes | web.Response:
     """The body of a POST to the webhook, or the HTTP error answer for it (bounded in
     size and time, never inflated)."""
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
@@ -124,7 +125,9 @@ async def read_body(request: web.Request, injector: Injector) -> bytes | web.Res
             f"Content-Type must be application/json, got {request.content_type!r}",
         )
     try:
-        async with asyncio.timeout(request.app[READ_TIMEOUT]):
+        if request.content.is_eof():  # all there (the usual case): no timer to arm
+            return await request.read()
+        async with asyncio.timeout(read_timeout):
             return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         return _refuse(injector, 413, "too-large", exc.text or "request body too large")
@@ -136,12 +139,9 @@ async def read_body(request: web.Request, injector: Injector) -> bytes | web.Res
         raise web.HTTPBadRequest() from None  # nobody reads it: the connection is gone
 
 
-async def mutate(request: web.Request) -> web.StreamResponse:
-    injector = request.app[INJECTOR]
+async def mutate(raw: bytes, injector: Injector) -> web.StreamResponse:
+    """The MutatingWebhook: one admission decision for a request body."""
     started = time.perf_counter()
-    raw = await read_body(request, injector)
-    if isinstance(raw, web.Response):
-        return raw
     store = injector.store
     result = answer(
         raw,
@@ -180,12 +180,8 @@ async def mutate(request: web.Request) -> web.StreamResponse:
     return web.Response(body=result.body, content_type="application/json")
 
 
-async def validate_template(request: web.Request) -> web.StreamResponse:
+async def validate_template(raw: bytes, injector: Injector) -> web.StreamResponse:
     """The ValidatingWebhook for the template ConfigMap: a reload's validation, at apply."""
-    injector = request.app[INJECTOR]
-    raw = await read_body(request, injector)
-    if isinstance(raw, web.Response):
-        return raw
     ref = injector.template_ref
     result = review_template(raw, name=ref.name, namespace=ref.namespace, key=ref.key)
     if result.status != 200:
@@ -202,6 +198,70 @@ async def validate_template(request: web.Request) -> web.StreamResponse:
         revision=result.revision,
     )
     return web.Response(body=result.body, content_type="application/json")
+
+
+Webhook = Callable[[bytes, Injector], Coroutine[Any, Any, web.StreamResponse]]
+# The TLS port's whole surface: POST only, each path one webhook.
+WEBHOOKS: dict[str, Webhook] = {"/mutate": mutate, "/validate-template": validate_template}
+
+
+class WebhookHandler:
+    """The TLS port's request handler, on aiohttp's low-level server: two fixed paths
+    need no router, application or middleware chain (a few per cent of every
+    admission's CPU, bench/RESULTS.md)."""
+
+    __slots__ = ("injector", "read_timeout")
+
+    def __init__(self, injector: Injector, *, read_timeout: float) -> None:
+        self.injector = injector
+        self.read_timeout = read_timeout
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        webhook = WEBHOOKS.get(request.path)
+        if webhook is None:
+            return web.json_response(
+                {"error": f"no webhook at {clip(request.path, 100)}"}, status=404
+            )
+        if request.method != "POST":
+            return web.json_response(
+                {"error": f"{request.path} takes POST"}, status=405, headers={"Allow": "POST"}
+            )
+        guard = ConnectionGuard.of(request)
+        if guard is not None:
+            guard.headers_received()  # no header deadline while a webhook runs
+        try:
+            raw = await read_body(request, self.injector, self.read_timeout)
+            if isinstance(raw, web.Response):
+                return raw
+            return await webhook(raw, self.injector)
+        finally:
+            if guard is not None:
+                guard.request_done()
+
+
+def webhook_server(
+    injector: Injector,
+    *,
+    max_body_bytes: int = limits.MAX_BODY_BYTES,
+    read_timeout: float = limits.READ_TIMEOUT_S,
+    **handler_options: Any,
+) -> web.Server:
+    """aiohttp's low-level server for the TLS port (must be made in a running loop);
+    `handler_options` go to each connection's aiohttp RequestHandler."""
+    loop = asyncio.get_running_loop()
+
+    def make_request(
+        message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes
+        )
+
+    return web.Server(
+        WebhookHandler(injector, read_timeout=read_timeout),
+        request_factory=make_request,
+        **handler_options,
+    )
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -269,20 +329,6 @@ async def template_handler(request: web.Request) -> web.StreamResponse:
     return web.json_response(template_status(request.app[INJECTOR]))
 
 
-def webhook_app(
-    injector: Injector,
-    *,
-    max_body_bytes: int = limits.MAX_BODY_BYTES,
-    read_timeout: float = limits.READ_TIMEOUT_S,
-) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[request_bounds])
-    app[INJECTOR] = injector
-    app[READ_TIMEOUT] = read_timeout
-    app.router.add_post("/mutate", mutate)
-    app.router.add_post("/validate-template", validate_template)
-    return app
-
-
 def admin_app(injector: Injector) -> web.Application:
     app = web.Application()
     app[INJECTOR] = injector
@@ -320,7 +366,7 @@ class Server:
         self.tls: ReloadingTls | None = None
         self.ca_file: Path | None = None
         self._temp_dir: Path | None = None
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.BaseRunner] = []
         self._api: ApiClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
@@ -403,16 +449,18 @@ class Server:
         self._tasks.append(asyncio.create_task(_every(0.2, logs.flush, log)))
 
         admin = web.AppRunner(admin_app(self.injector), access_log=None)
-        hook = web.AppRunner(
-            webhook_app(
-                self.injector, max_body_bytes=s.max_body_bytes, read_timeout=s.read_timeout
+        hook = web.ServerRunner(
+            webhook_server(
+                self.injector,
+                max_body_bytes=s.max_body_bytes,
+                read_timeout=s.read_timeout,
+                access_log=None,
+                keepalive_timeout=s.keepalive_timeout,
+                auto_decompress=False,  # never inflate a request body (415 instead)
+                lingering_time=0,  # a body left unread (413, 415, 408) is not waited for: close
+                logger=quiet_server_logger(),
             ),
-            access_log=None,
             shutdown_timeout=s.shutdown_timeout,
-            keepalive_timeout=s.keepalive_timeout,
-            auto_decompress=False,  # never inflate a request body (415 instead)
-            lingering_time=0,  # a body left unread (413, 415, 408) is not waited for: close
-            logger=quiet_server_logger(),
         )
         for runner in (admin, hook):
             await runner.setup()

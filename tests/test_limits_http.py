@@ -163,3 +163,60 @@ async def test_a_client_that_never_completes_the_tls_handshake_is_dropped(
         writer.close()
     finally:
         await server.stop()
+
+
+async def test_the_header_deadline_is_each_requests_own_on_a_keep_alive_connection(
+    tmp_path: Path,
+) -> None:
+    """The deadline is noted lazily: a second request's trickled headers get their full
+    READ_TIMEOUT from their own first byte, never the first request's stale deadline."""
+    server, _ = await start_server(tmp_path, read_timeout=READ_TIMEOUT, keepalive_timeout=5.0)
+    try:
+        reader, writer = await connect(server)
+        writer.write(head() + BODY)
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200 ")
+        await asyncio.sleep(READ_TIMEOUT * 0.75)  # the first request's deadline nears
+        started = time.monotonic()
+        for byte in head()[:40]:  # one byte every 50 ms: would take 2 s
+            writer.write(bytes([byte]))
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+            await asyncio.sleep(0.05)
+            if reader.at_eof():
+                break
+        rest = await closed_within(reader, 3.0)
+        lasted = time.monotonic() - started
+        writer.close()
+        assert rest.count(b"HTTP/1.1 ") == 0  # the rest of the first answer, nothing more
+        assert READ_TIMEOUT - 0.05 < lasted < READ_TIMEOUT + 1.0
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status"),
+    [
+        (b"POST /nothing-here HTTP/1.1", b"404"),
+        (b"GET /mutate HTTP/1.1", b"405"),
+        (b"PUT /validate-template HTTP/1.1", b"405"),
+        (b"GET /metrics HTTP/1.1", b"404"),  # the admin port's, not the webhook port's
+    ],
+)
+async def test_the_webhook_port_answers_only_its_two_posts(
+    server: Server, request_line: bytes, status: bytes
+) -> None:
+    reader, writer = await connect(server)
+    writer.write(request_line + b"\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    answer = (await reader.readline()).split(b" ")
+    assert answer[1] == status
+    headers = b""
+    while (line := await reader.readline()) != b"\r\n":
+        headers += line.lower()
+    assert b"content-type: application/json" in headers
+    if status == b"405":
+        assert b"allow: post" in headers
+    writer.close()

@@ -24,7 +24,7 @@ from injector.limits import (
     cap_warnings,
     clip,
 )
-from injector.patch import Operation, PatchConflict, build_patch
+from injector.patch import PatchConflict, build_patch
 from injector.template import DEFAULT_TEMPLATE_NAME, RenderContext, Sidecar, Template
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
@@ -91,11 +91,16 @@ class Outcome:
     reason: Reason
     message: str = ""
     warnings: tuple[str, ...] = ()
-    patch: tuple[Operation, ...] = ()
+    patch: bytes = b""  # the JSON Patch document (a JSON array), b"" for none
     discovery_type: str = ""
     service_ports: str = ""
     revision: str = ""
     template: str = ""
+
+    def operations(self) -> list[dict[str, Any]]:
+        """The patch as objects (for applying it here: `inject`, tests)."""
+        operations: list[dict[str, Any]] = orjson.loads(self.patch) if self.patch else []
+        return operations
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +166,14 @@ def _deny(reason: Reason, message: str, warnings: list[str] | None = None) -> Ou
     )
 
 
+_NOT_A_POD_CREATE = Outcome(
+    decision="skipped", reason="not-a-pod-create", message="only pod CREATE requests are mutated"
+)
+_NOT_REQUESTED = Outcome(
+    decision="skipped", reason="not-requested", message=f"{ann.INJECT} is not yes"
+)
+
+
 def decide(
     request: Mapping[str, Any],
     template: Template | None,
@@ -180,7 +193,7 @@ def decide(
         or request.get("subResource")
         or not isinstance(pod, dict)
     ):
-        return _skip("not-a-pod-create", "only pod CREATE requests are mutated")
+        return _NOT_A_POD_CREATE
     problem = pod_shape_problem(pod)
     if problem:
         raise BadReview(f"request.object is not a valid Pod: {problem}")
@@ -199,7 +212,9 @@ def decide(
     choice = ann.parse_inject(annotations)
     warnings = [choice.warning] if choice.warning else []
     if not choice.requested:
-        return _skip("not-requested", f"{ann.INJECT} is not yes", warnings)
+        return (
+            _skip("not-requested", _NOT_REQUESTED.message, warnings) if warnings else _NOT_REQUESTED
+        )
     containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
     names = {c.get("name") for c in containers}  # pod_shape_problem: all objects
     if annotations.get(ann.STATUS) == ann.STATUS_INJECTED:
@@ -247,41 +262,46 @@ def decide(
     except ann.InvalidServicePorts as exc:
         return _deny("invalid-service-ports", str(exc), warnings)
     warnings += ports.warnings
-    declared = {
-        p.get("containerPort")
-        for c in spec.get("containers") or []
-        for p in (c.get("ports") or [])
-        if isinstance(p.get("containerPort"), int)
-    }
-    for port in ports.ports:
-        if port.port not in declared:
-            warnings.append(
-                f"{ann.SERVICE_PORTS}: port {port.port} is not declared by any container of the pod"
-            )
+    if ports.ports:
+        declared = {
+            p.get("containerPort")
+            for c in spec["containers"]
+            for p in (c.get("ports") or ())
+            if isinstance(p.get("containerPort"), int)
+        }
+        for port in ports.ports:
+            if port.port not in declared:
+                warnings.append(
+                    f"{ann.SERVICE_PORTS}: port {port.port} is not declared by any container "
+                    "of the pod"
+                )
 
-    ports_text = str(ports)
+    owner = controller_of(metadata)
     ctx = RenderContext(
         pod_name=str(metadata.get("name") or ""),
         pod_namespace=namespace,
-        service_name=service_name(metadata),
+        service_name=_service_name(metadata, owner),
         service_version=service_version(metadata),
-        service_ports=ports_text,
+        service_ports=ports.text,
         discovery_type=discovery,
     )
-    for variable, value in (
-        ("pod.name", ctx.pod_name),
-        ("pod.namespace", ctx.pod_namespace),
-        ("service.name", ctx.service_name),
-        ("service.version", ctx.service_version),
+    if max(len(ctx.pod_name), len(namespace), len(ctx.service_name), len(ctx.service_version)) > (
+        MAX_VARIABLE_CHARS
     ):
-        if len(value) > MAX_VARIABLE_CHARS:
-            # The API server refuses such a name or label after admission anyway.
-            return _deny(
-                "pod-too-large",
-                f"{variable} would be {len(value)} characters long (from the pod's name, "
-                f"namespace or labels); Kubernetes allows at most {MAX_VARIABLE_CHARS}",
-                warnings,
-            )
+        for variable, value in (
+            ("pod.name", ctx.pod_name),
+            ("pod.namespace", ctx.pod_namespace),
+            ("service.name", ctx.service_name),
+            ("service.version", ctx.service_version),
+        ):
+            if len(value) > MAX_VARIABLE_CHARS:
+                # The API server refuses such a name or label after admission anyway.
+                return _deny(
+                    "pod-too-large",
+                    f"{variable} would be {len(value)} characters long (from the pod's name, "
+                    f"namespace or labels); Kubernetes allows at most {MAX_VARIABLE_CHARS}",
+                    warnings,
+                )
     native = ann.parse_native(annotations, default=template.native_sidecars)
     if native.warning:
         warnings.append(native.warning)
@@ -289,7 +309,7 @@ def decide(
         resources = ann.parse_resources(annotations)
     except ann.InvalidResources as exc:
         return _deny("invalid-resources", str(exc), warnings)
-    job = _owner_of_kind(metadata, "Job")
+    job = clip(owner[1], MAX_LOG_FIELD_CHARS) if owner and owner[0] == "Job" else ""
     if job and not native.native:
         warnings.append(
             f"this pod belongs to Job {job}: with a classic sidecar the Job never completes, "
@@ -317,16 +337,11 @@ def decide(
         reason="requested",
         message=f"mesher sidecar injected (discovery {discovery or 'none'})",
         warnings=cap_warnings(warnings),
-        patch=tuple(patch),
+        patch=patch,
         discovery_type=discovery,
-        service_ports=ports_text,
+        service_ports=ports.text,
         revision=template.revision,
     )
-
-
-def _owner_of_kind(metadata: Mapping[str, Any], kind: str) -> str:
-    owner = controller_of(metadata)
-    return clip(owner[1], MAX_LOG_FIELD_CHARS) if owner and owner[0] == kind else ""
 
 
 def _resources_problem(sidecar: Sidecar) -> str:
@@ -405,11 +420,15 @@ def _list_problem(where: str, items: object) -> str:
 def service_name(metadata: Mapping[str, Any]) -> str:
     """Label `app`, then `app.kubernetes.io/name`, then the owning workload's name, then the
     pod name, then the generateName stem."""
+    return _service_name(metadata, controller_of(metadata))
+
+
+def _service_name(metadata: Mapping[str, Any], controller: tuple[str, str] | None) -> str:
     labels: Mapping[str, Any] = metadata.get("labels") or {}
     for key in ("app", "app.kubernetes.io/name"):
         if labels.get(key):
             return str(labels[key])
-    owner = owner_name(metadata)
+    owner = _owner_name(metadata, controller)
     if owner:
         return owner
     if metadata.get("name"):
@@ -437,7 +456,10 @@ def controller_of(metadata: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def owner_name(metadata: Mapping[str, Any]) -> str:
     """The owning workload's name: a ReplicaSet's less its pod-template-hash suffix."""
-    owner = controller_of(metadata)
+    return _owner_name(metadata, controller_of(metadata))
+
+
+def _owner_name(metadata: Mapping[str, Any], owner: tuple[str, str] | None) -> str:
     if owner is None:
         return ""
     kind, name = owner
@@ -513,7 +535,7 @@ def answer(
             reason="internal-error",
             message="mesher-injector failed to decide; see its logs",
         )
-    body = orjson.dumps(build_response(review, outcome))
+    body = build_response(review, outcome)
     return Answer(status=200, body=body, review=review, outcome=outcome, failure=failure)
 
 
@@ -523,21 +545,15 @@ def _refusal(reason: str, error: str, review: Review | None = None) -> Answer:
     return Answer(status=400, body=body, review=review, refusal=reason, error=error)
 
 
-def build_response(review: Review, outcome: Outcome) -> dict[str, Any]:
-    """The AdmissionReview answering `review`."""
-    response: dict[str, Any] = {"uid": review.uid, **response_fields(outcome)}
-    return {"apiVersion": review.api_version, "kind": "AdmissionReview", "response": response}
-
-
-def response_fields(outcome: Outcome) -> dict[str, Any]:
-    """Everything in the response but its uid."""
-    response: dict[str, Any] = {"allowed": outcome.decision != "denied"}
+def build_response(review: Review, outcome: Outcome) -> bytes:
+    """The AdmissionReview answering `review`, as JSON bytes."""
+    response: dict[str, Any] = {"uid": review.uid, "allowed": outcome.decision != "denied"}
     if outcome.patch:
-        patch = orjson.dumps(outcome.patch)
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(patch).decode()
+        # base64 is JSON-safe: the encoded bytes go into the answer as they are.
+        response["patch"] = orjson.Fragment(b'"' + base64.b64encode(outcome.patch) + b'"')
     if outcome.warnings:
-        response["warnings"] = list(outcome.warnings)
+        response["warnings"] = outcome.warnings
     if outcome.decision == "denied":
         response["status"] = {
             "status": "Failure",
@@ -545,4 +561,6 @@ def response_fields(outcome: Outcome) -> dict[str, Any]:
             "reason": "BadRequest",
             "message": outcome.message,
         }
-    return response
+    return orjson.dumps(
+        {"apiVersion": review.api_version, "kind": "AdmissionReview", "response": response}
+    )

@@ -74,9 +74,10 @@ class ServicePort:
 class ServicePorts:
     ports: tuple[ServicePort, ...]
     warnings: tuple[str, ...] = ()
+    text: str = ""  # the canonical form, proto:port[,proto:port...]
 
     def __str__(self) -> str:
-        return ",".join(str(p) for p in self.ports)
+        return self.text
 
 
 class InvalidServicePorts(ValueError):
@@ -98,15 +99,19 @@ def quote(value: str, limit: int = MAX_QUOTED_CHARS) -> str:
     return json.dumps(shown)
 
 
+_ASKED = InjectChoice(requested=True)
+_NOT_ASKED = InjectChoice(requested=False)
+
+
 def parse_inject(annotations: Mapping[str, str]) -> InjectChoice:
     raw = annotations.get(INJECT)
     if raw is None:
-        return InjectChoice(requested=False)
+        return _NOT_ASKED
     value = str(raw)[:16].strip().lower() if len(str(raw)) <= 16 else ""
     if value in _YES:
-        return InjectChoice(requested=True)
+        return _ASKED
     if value in _NO:
-        return InjectChoice(requested=False)
+        return _NOT_ASKED
     return InjectChoice(
         requested=False,
         warning=(
@@ -122,15 +127,19 @@ class NativeChoice:
     warning: str | None = None
 
 
+_NATIVE = NativeChoice(native=True)
+_CLASSIC = NativeChoice(native=False)
+
+
 def parse_native(annotations: Mapping[str, str], *, default: bool) -> NativeChoice:
     """`nativeSidecar: yes|no` overrides the template's choice; anything else keeps it,
     with a warning."""
     raw = annotations.get(NATIVE_SIDECAR)
     if raw is None:
-        return NativeChoice(native=default)
+        return _NATIVE if default else _CLASSIC
     value = raw.strip().lower() if len(raw) <= 16 else ""
     if value in _YES or value in _NO:
-        return NativeChoice(native=value in _YES)
+        return _NATIVE if value in _YES else _CLASSIC
     return NativeChoice(
         native=default,
         warning=(
@@ -163,6 +172,8 @@ def parse_resources(annotations: Mapping[str, str]) -> dict[str, dict[str, str]]
     """`{"requests": {"cpu": "250m"}, "limits": {...}}` from the proxy* annotations;
     InvalidResources naming the annotation and its value."""
     resources: dict[str, dict[str, str]] = {}
+    if not annotations.keys() & RESOURCES.keys():
+        return resources
     for key, (group, name) in RESOURCES.items():
         raw = annotations.get(key)
         if raw is None:
@@ -178,11 +189,14 @@ def parse_resources(annotations: Mapping[str, str]) -> dict[str, dict[str, str]]
     return resources
 
 
+_NO_PORTS = ServicePorts(ports=())
+
+
 def parse_service_ports(annotations: Mapping[str, str]) -> ServicePorts:
     """Parse `proto:port[,proto:port...]`; raise InvalidServicePorts naming every bad item."""
     raw = annotations.get(SERVICE_PORTS)
     if raw is None or not str(raw).strip():
-        return ServicePorts(ports=())
+        return _NO_PORTS
     raw = str(raw)
     items = raw.count(",") + 1
     if items > MAX_SERVICE_PORTS:
@@ -222,7 +236,8 @@ def parse_service_ports(annotations: Mapping[str, str]) -> ServicePorts:
             problems.append(f"{quote(text)} repeats port {port}")
             continue
         seen.add(port)
-        ports.append(ServicePort(protocol=proto, port=port))
+        ports.append(ServicePort(proto, port))
     if problems:
         raise InvalidServicePorts(problems)
-    return ServicePorts(ports=tuple(ports), warnings=tuple(warnings))
+    text = ",".join([f"{p.protocol}:{p.port}" for p in ports])
+    return ServicePorts(tuple(ports), tuple(warnings), text)

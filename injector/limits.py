@@ -44,7 +44,7 @@ MAX_LOG_FIELD_CHARS = 512
 # --- what is kept ------------------------------------------------------------------
 
 # Rendered sidecars remembered by the variables they depend on, counted in bytes of
-# their JSON (the Python objects are a few times that; see Template.render).
+# their JSON (each keeps its objects and that JSON: a few times as much memory).
 RENDER_CACHE_BYTES = 1024 * 1024
 
 # --- how long a client may take ----------------------------------------------------

@@ -153,7 +153,7 @@ def _inject_pod(
     if not outcome.patch:
         return doc
     # The patch shares the template's cached render: copy before building documents from it.
-    patched = copy.deepcopy(jsonpatch.apply_patch(pod, list(outcome.patch)))
+    patched = copy.deepcopy(jsonpatch.apply_patch(pod, outcome.operations()))
     result = copy.deepcopy(doc)
     target = result if holder is doc else next(_pod_template_holders(result))
     if not isinstance(target.get("metadata"), dict):

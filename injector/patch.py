@@ -2,16 +2,21 @@
 
 Never removes or overwrites what the pod already had; a missing map or list is
 created whole, since JSON Patch cannot add into a parent that does not exist.
+
+The patch is written as JSON bytes, put together from the sidecar's pieces serialised
+once per render (`Sidecar.encoded`): the pod only decides which operations, at which
+list indexes, and which app containers get which env. The bytes are exactly what
+`orjson.dumps` makes of the same operations as objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from injector.template import Sidecar
+import orjson
 
-Operation = dict[str, Any]
+from injector.template import Sidecar
 
 
 class PatchConflict(ValueError):
@@ -25,71 +30,82 @@ def escape(token: str) -> str:
 
 def build_patch(
     *, pod: Mapping[str, Any], sidecar: Sidecar, annotations: Mapping[str, str]
-) -> list[Operation]:
+) -> bytes:
+    """The JSON Patch document (a JSON array) adding `sidecar` and `annotations` to
+    `pod`; PatchConflict when a name is taken."""
     spec: Mapping[str, Any] = pod.get("spec") or {}
     metadata: Mapping[str, Any] = pod.get("metadata") or {}
-    ops: list[Operation] = []
+    encoded = sidecar.encoded
+    ops: list[bytes] = []
 
     app_containers: list[Mapping[str, Any]] = spec.get("containers") or []
     init_containers: list[Mapping[str, Any]] = spec.get("initContainers") or []
-    taken = {c.get("name") for c in [*app_containers, *init_containers]}
-    for added in [*sidecar.containers, *sidecar.init_containers]:
+    taken = {c.get("name") for c in app_containers}
+    taken.update(c.get("name") for c in init_containers)
+    for added in (*sidecar.containers, *sidecar.init_containers):
         if added["name"] in taken:
             raise PatchConflict(f"the pod already has a container named {added['name']!r}")
 
-    for index, container in enumerate(app_containers):
-        ops += _add_env(index, container, sidecar.app_env)
+    if encoded.app_env:
+        for index, container in enumerate(app_containers):
+            env = container.get("env")
+            defined = {e.get("name") for e in env} if env else ()
+            missing = [json for name, json in encoded.app_env if name not in defined]
+            _append(ops, b'"/spec/containers/%d/env' % index, env, missing)
     # Native sidecars (Kubernetes 1.29+): the sidecar containers run first among the init
     # containers, restartPolicy Always, so they start before everything and a Job completes.
-    native = (
-        [{**c, "restartPolicy": "Always"} for c in sidecar.containers] if sidecar.native else []
-    )
+    native = encoded.containers if sidecar.native else ()
     if not sidecar.native:
-        ops += _append("/spec/containers", spec.get("containers"), sidecar.containers)
-    first = [*native, *(sidecar.init_containers if sidecar.init_containers_first else [])]
-    last = [] if sidecar.init_containers_first else sidecar.init_containers
+        _append(ops, b'"/spec/containers', spec.get("containers"), encoded.containers)
+    before = encoded.init_containers if sidecar.init_containers_first else ()
+    after = () if sidecar.init_containers_first else encoded.init_containers
     if spec.get("initContainers") is None:
-        if first or last:
-            ops.append(_add("/spec/initContainers", [*first, *last]))
+        if native or encoded.init_containers:
+            ops.append(_add(b'"/spec/initContainers"', _array((*native, *before, *after))))
     else:
-        ops += [_add(f"/spec/initContainers/{i}", c) for i, c in enumerate(first)]
-        ops += _append("/spec/initContainers", spec["initContainers"], last)
+        for index, json in enumerate((*native, *before)):
+            ops.append(_add(b'"/spec/initContainers/%d"' % index, json))
+        _append(ops, b'"/spec/initContainers', spec["initContainers"], after)
 
-    pod_volumes = {v.get("name") for v in spec.get("volumes") or []}
-    for volume in sidecar.volumes:
-        if volume["name"] in pod_volumes:
-            raise PatchConflict(f"the pod already has a volume named {volume['name']!r}")
-    ops += _append("/spec/volumes", spec.get("volumes"), sidecar.volumes)
+    if sidecar.volumes:
+        pod_volumes = {v.get("name") for v in spec.get("volumes") or ()}
+        for volume in sidecar.volumes:
+            if volume["name"] in pod_volumes:
+                raise PatchConflict(f"the pod already has a volume named {volume['name']!r}")
+        _append(ops, b'"/spec/volumes', spec.get("volumes"), encoded.volumes)
 
-    pod_secrets = {s.get("name") for s in spec.get("imagePullSecrets") or []}
-    new_secrets = [s for s in sidecar.image_pull_secrets if s["name"] not in pod_secrets]
-    ops += _append("/spec/imagePullSecrets", spec.get("imagePullSecrets"), new_secrets)
+    if encoded.image_pull_secrets:
+        secrets = spec.get("imagePullSecrets")
+        pod_secrets = {s.get("name") for s in secrets} if secrets else ()
+        new = [json for name, json in encoded.image_pull_secrets if name not in pod_secrets]
+        _append(ops, b'"/spec/imagePullSecrets', secrets, new)
 
     if metadata.get("annotations") is None:
-        ops.append(_add("/metadata/annotations", dict(annotations)))
+        ops.append(_add(b'"/metadata/annotations"', orjson.dumps(dict(annotations))))
     else:
-        ops += [
-            _add(f"/metadata/annotations/{escape(key)}", value)
-            for key, value in annotations.items()
-        ]
-    return ops
+        for key, value in annotations.items():
+            path = orjson.dumps(f"/metadata/annotations/{escape(key)}")
+            ops.append(_add(path, orjson.dumps(value)))
+    return _array(ops)
 
 
-def _add(path: str, value: object) -> Operation:
-    return {"op": "add", "path": path, "value": value}
+def _add(path: bytes, value: bytes) -> bytes:
+    """One add operation; `path` is already a JSON string."""
+    return b'{"op":"add","path":%b,"value":%b}' % (path, value)
 
 
-def _append(path: str, existing: object, items: list[dict[str, Any]]) -> list[Operation]:
+def _array(items: Iterable[bytes]) -> bytes:
+    return b"[" + b",".join(items) + b"]"
+
+
+def _append(ops: list[bytes], path: bytes, existing: object, items: Iterable[bytes]) -> None:
+    """Add `items` at the end of the list at `path` (an opening quote and the path, no
+    closing quote), creating it whole if the pod has none."""
+    items = tuple(items)
     if not items:
-        return []
+        return
     if existing is None:
-        return [_add(path, items)]
-    return [_add(f"{path}/-", item) for item in items]
-
-
-def _add_env(
-    index: int, container: Mapping[str, Any], env: list[dict[str, Any]]
-) -> list[Operation]:
-    defined = {e.get("name") for e in container.get("env") or []}
-    missing = [e for e in env if e["name"] not in defined]
-    return _append(f"/spec/containers/{index}/env", container.get("env"), missing)
+        ops.append(_add(path + b'"', _array(items)))
+        return
+    end = path + b'/-"'
+    ops.extend(_add(end, item) for item in items)

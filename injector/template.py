@@ -42,17 +42,16 @@ FILE_VARIABLES_ALLOWED = ("values.", "discovery.type", "template.revision")
 MAX_FILES = 8
 _FILE_PATH = re.compile(r"^/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 FILE_ENV_PREFIX = "MESHER_INJECTOR_FILE_"
-CONTEXT_VARIABLES = frozenset(
-    {
-        "pod.name",
-        "pod.namespace",
-        "service.name",
-        "service.version",
-        "service.ports",
-        "discovery.type",
-        "template.revision",
-    }
-)
+# The context variables that come from the pod, as RenderContext attributes.
+_CONTEXT_ATTRIBUTES = {
+    "pod.name": "pod_name",
+    "pod.namespace": "pod_namespace",
+    "service.name": "service_name",
+    "service.version": "service_version",
+    "service.ports": "service_ports",
+    "discovery.type": "discovery_type",
+}
+CONTEXT_VARIABLES = frozenset({*_CONTEXT_ATTRIBUTES, "template.revision"})
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z0-9_.\-]+)\s*\}\}")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -86,11 +85,35 @@ SAMPLE_CONTEXT = RenderContext(
 
 
 @dataclass(frozen=True, slots=True)
+class Encoded:
+    """A sidecar's pieces as JSON, serialised once per render: the patch for a pod is
+    put together from these bytes, so no admission serialises the sidecar again."""
+
+    containers: tuple[bytes, ...]  # as this render places them (native: restartPolicy Always)
+    init_containers: tuple[bytes, ...]
+    volumes: tuple[bytes, ...]
+    image_pull_secrets: tuple[tuple[str, bytes], ...]  # (name, JSON)
+    app_env: tuple[tuple[str, bytes], ...]  # (name, JSON)
+
+    @property
+    def size(self) -> int:
+        """Bytes held, for the render cache's budget."""
+        return (
+            sum(map(len, self.containers))
+            + sum(map(len, self.init_containers))
+            + sum(map(len, self.volumes))
+            + sum(len(j) for _, j in self.image_pull_secrets)
+            + sum(len(j) for _, j in self.app_env)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Sidecar:
     """What one rendering of the template adds to a pod.
 
     Renders are cached by the values of the variables the template uses, so pods of one
     workload share one Sidecar: treat it as read-only (copy before changing anything).
+    `encoded` is the same, serialised (raises TypeError at construction if it cannot be).
     """
 
     containers: list[dict[str, Any]]
@@ -100,6 +123,21 @@ class Sidecar:
     image_pull_secrets: list[dict[str, Any]]
     app_env: list[dict[str, Any]]
     native: bool = False  # the containers go first among initContainers, restartPolicy Always
+    encoded: Encoded = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        dumps = orjson.dumps
+        containers = self.containers
+        if self.native:
+            containers = [{**c, "restartPolicy": "Always"} for c in containers]
+        encoded = Encoded(
+            containers=tuple(map(dumps, containers)),
+            init_containers=tuple(map(dumps, self.init_containers)),
+            volumes=tuple(map(dumps, self.volumes)),
+            image_pull_secrets=tuple((s["name"], dumps(s)) for s in self.image_pull_secrets),
+            app_env=tuple((e["name"], dumps(e)) for e in self.app_env),
+        )
+        object.__setattr__(self, "encoded", encoded)
 
     def for_pod(self, *, native: bool, resources: Mapping[str, Mapping[str, str]]) -> Sidecar:
         """This render as one pod asked for it: native or classic, and the first sidecar
@@ -177,34 +215,30 @@ class Template:
     native_sidecars: bool
     _base: Renderer
     _fragments: Mapping[str, Renderer]
-    _used: tuple[str, ...]
+    _pod_attrs: tuple[str, ...]  # the RenderContext attributes of the variables used
     _cache: RenderCache = field(default_factory=RenderCache, compare=False)
 
     def variables(self, ctx: RenderContext) -> dict[str, str]:
         variables = dict(self.values)
-        variables.update(
-            {
-                "pod.name": ctx.pod_name,
-                "pod.namespace": ctx.pod_namespace,
-                "service.name": ctx.service_name,
-                "service.version": ctx.service_version,
-                "service.ports": ctx.service_ports,
-                "discovery.type": ctx.discovery_type,
-                "template.revision": self.revision,
-            }
-        )
+        for name, attr in _CONTEXT_ATTRIBUTES.items():
+            variables[name] = getattr(ctx, attr)
+        variables["template.revision"] = self.revision
         return variables
+
+    def render_key(self, ctx: RenderContext) -> tuple[str, ...]:
+        """What a render depends on: the discovery type and the pod-derived variables the
+        template uses (values and the revision are the template's own)."""
+        return (ctx.discovery_type, *[getattr(ctx, attr) for attr in self._pod_attrs])
 
     def render(self, ctx: RenderContext) -> Sidecar:
         """Render for one pod. `ctx.discovery_type` must be one of `discovery_types` (or
         empty when the template declares none). The result is shared: read-only."""
-        variables = self.variables(ctx)
-        key = (ctx.discovery_type, *[variables[name] for name in self._used])
+        key = self.render_key(ctx)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        sidecar = self._render(ctx.discovery_type, variables)
-        self._cache.put(key, sidecar, len(sidecar.json()))
+        sidecar = self._render(ctx.discovery_type, self.variables(ctx))
+        self._cache.put(key, sidecar, sidecar.encoded.size)
         return sidecar
 
     def _render(self, discovery_type: str, variables: dict[str, str]) -> Sidecar:
@@ -327,7 +361,11 @@ def _load(text: str) -> Template:
         native_sidecars=document.get("nativeSidecars") is True,
         _base=_compile(base),
         _fragments={name: _compile(fragment or {}) for name, fragment in discovery.items()},
-        _used=tuple(sorted(used)),
+        _pod_attrs=tuple(
+            _CONTEXT_ATTRIBUTES[name]
+            for name in sorted(used)
+            if name in _CONTEXT_ATTRIBUTES and name != "discovery.type"
+        ),
     )
     for discovery_type in template.discovery_types or ("",):
         try:

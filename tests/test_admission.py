@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 import pytest
 
 from injector.admission import (
@@ -24,7 +25,7 @@ from tests.helpers import admission_fixture, decode_patch
 def answer_for(review: dict[str, Any], template: Template | None) -> tuple[dict[str, Any], Outcome]:
     parsed = parse_review(review)
     outcome = decide(parsed.request, template)
-    return build_response(parsed, outcome), outcome
+    return orjson.loads(build_response(parsed, outcome)), outcome
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

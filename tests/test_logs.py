@@ -4,6 +4,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -57,12 +58,18 @@ def test_below_the_level_nothing_is_written(stream: io.BytesIO) -> None:
     assert [line["event"] for line in lines(stream)] == ["loud"]
 
 
-def test_the_per_request_path_writes_the_line_a_bound_logger_would(stream: io.BytesIO) -> None:
+@pytest.mark.parametrize("level", ["info", "warning"])
+def test_the_per_request_path_writes_the_line_a_bound_logger_would(
+    stream: io.BytesIO, level: str
+) -> None:
+    """It renders the line itself (not through the processors): the same line."""
     log = logs.get_logger("mesher_injector")
-    fields = {"uid": "u1", "decision": "injected", "warnings": 0, "cached": True}
-    log.info("admission", **fields)
-    logs.info(log, "admission", dict(fields))
+    fields = {"uid": "u1", "decision": "injected", "warnings": 0, "ms": 0.25, "path": Path("/x")}
+    getattr(log, level)("admission", **fields)
+    logs.info(log, "admission", dict(fields), level=level)
     slow, fast = lines(stream)
+    assert fast["level"] == level
+    assert fast["path"] == "/x"
     assert slow.pop("timestamp")
     assert fast.pop("timestamp")
     assert fast == slow
@@ -77,6 +84,21 @@ def test_the_per_request_path_is_captured_like_any_event(stream: io.BytesIO) -> 
         {"logger": "mesher_injector", "uid": "u2", "event": "admission", "log_level": "info"}
     ]
     assert lines(stream) == []
+
+
+def test_the_per_request_path_in_console_format_runs_the_processors() -> None:
+    out = io.BytesIO()
+    logs.configure(log_format="console", level="info", stream=out)
+    try:
+        logs.info(logs.get_logger("mesher_injector"), "admission", {"uid": "u3"})
+        logs.flush()
+        text = out.getvalue().decode()
+        assert "admission" in text
+        assert "uid=u3" in text
+        assert not text.lstrip().startswith("{")
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
 
 
 def test_exceptions_are_rendered_into_the_line(stream: io.BytesIO) -> None:

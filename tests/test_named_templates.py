@@ -70,7 +70,7 @@ def test_a_pod_picks_a_named_template_and_carries_its_revision() -> None:
     assert outcome.decision == "injected"
     assert outcome.template == "canary"
     assert outcome.revision == canary.revision
-    patched = apply(request["object"], list(outcome.patch))
+    patched = apply(request["object"], outcome.operations())
     annotations = patched["metadata"]["annotations"]
     assert annotations["sidecar.mesher.io/template-revision"] == canary.revision
     mesher = next(c for c in patched["spec"]["containers"] if c["name"] == "mesher")

@@ -3,13 +3,21 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import orjson
 import pytest
 
-from injector.patch import PatchConflict, build_patch, escape
+from injector import patch
+from injector.patch import PatchConflict, escape
 from injector.template import Template, load_template, sample_context
 from tests.helpers import DEFAULT_TEMPLATE, admission_fixture, apply, assert_only_added
 
 ANNOTATIONS = {"sidecar.mesher.io/status": "injected", "a~b/c": "1"}
+
+
+def build_patch(**kwargs: Any) -> list[dict[str, Any]]:
+    """The patch as objects: what the API server decodes from the bytes."""
+    ops: list[dict[str, Any]] = orjson.loads(patch.build_patch(**kwargs))
+    return ops
 
 
 def pod_of(name: str) -> dict[str, Any]:

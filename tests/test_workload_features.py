@@ -36,7 +36,7 @@ def request_with(name: str, **annotations: str) -> dict[str, Any]:
 def injected(request: dict[str, Any], template: Template = TEMPLATE) -> tuple[Any, dict[str, Any]]:
     outcome = decide(request, template)
     assert outcome.decision == "injected", outcome
-    patched = apply(request["object"], list(outcome.patch))
+    patched = apply(request["object"], outcome.operations())
     assert_only_added(request["object"], patched)
     return outcome, patched
 

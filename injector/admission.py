@@ -65,6 +65,7 @@ REASONS: dict[Reason, Decision] = {
 }
 
 _NONE: Mapping[str, Template] = MappingProxyType({})
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
 _HASH_SUFFIX = re.compile(r"-[a-z0-9]{5,10}$")
 # Kubernetes uids are 36 characters; anything much longer is not from an API server.
 MAX_UID_CHARS = 128
@@ -205,18 +206,17 @@ def decide(
     if namespace in excluded_namespaces:
         return _skip("excluded-namespace", f"namespace {namespace!r} is never injected")
 
-    pod_annotations: Mapping[str, Any] = metadata.get("annotations") or {}
-    # Only ours are read (pod_shape_problem checked they are strings): a pod may carry
-    # megabytes of other annotations, and copying them is work for nothing.
-    annotations = {key: pod_annotations[key] for key in ann.KEYS if key in pod_annotations}
+    # Only ours are read, each by its key (pod_shape_problem checked they are strings):
+    # a pod may carry megabytes of other annotations, never copied.
+    annotations: Mapping[str, Any] = metadata.get("annotations") or _EMPTY
     choice = ann.parse_inject(annotations)
     warnings = [choice.warning] if choice.warning else []
     if not choice.requested:
         return (
             _skip("not-requested", _NOT_REQUESTED.message, warnings) if warnings else _NOT_REQUESTED
         )
-    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
-    names = {c.get("name") for c in containers}  # pod_shape_problem: all objects
+    app_containers: list[dict[str, Any]] = spec["containers"]
+    init_containers: list[dict[str, Any]] = spec.get("initContainers") or []
     if annotations.get(ann.STATUS) == ann.STATUS_INJECTED:
         return _skip("already-injected", f"{ann.STATUS} is {ann.STATUS_INJECTED}")
     name = annotations.get(ann.TEMPLATE, "").strip() or DEFAULT_TEMPLATE_NAME
@@ -229,9 +229,13 @@ def decide(
                 warnings,
             )
         template = named[name]
-    if template is not None and names & template.sidecar_names:
-        found = ", ".join(sorted(str(n) for n in names & template.sidecar_names))
-        return _skip("already-injected", f"the pod already has sidecar container {found}")
+    if template is not None:
+        sidecar_names = template.sidecar_names
+        for container in (*app_containers, *init_containers):  # all objects: pod_shape_problem
+            if container.get("name") in sidecar_names:
+                names = {c.get("name") for c in (*app_containers, *init_containers)}
+                found = ", ".join(sorted(str(n) for n in names & sidecar_names))
+                return _skip("already-injected", f"the pod already has sidecar container {found}")
     if spec.get("hostNetwork"):
         return _skip("host-network", "pods with hostNetwork: true are not injected")
     if template is None:
@@ -241,10 +245,11 @@ def decide(
             "injected; retry shortly or check the injector's /template",
         )
 
-    if len(containers) > MAX_CONTAINERS:
+    count = len(app_containers) + len(init_containers)
+    if count > MAX_CONTAINERS:
         return _deny(
             "pod-too-large",
-            f"the pod has {len(containers)} containers and init containers; mesher-injector "
+            f"the pod has {count} containers and init containers; mesher-injector "
             f"injects pods with at most {MAX_CONTAINERS}",
             warnings,
         )
@@ -265,7 +270,7 @@ def decide(
     if ports.ports:
         declared = {
             p.get("containerPort")
-            for c in spec["containers"]
+            for c in app_containers
             for p in (c.get("ports") or ())
             if isinstance(p.get("containerPort"), int)
         }
@@ -277,13 +282,13 @@ def decide(
                 )
 
     owner = controller_of(metadata)
-    ctx = RenderContext(
-        pod_name=str(metadata.get("name") or ""),
-        pod_namespace=namespace,
-        service_name=_service_name(metadata, owner),
-        service_version=service_version(metadata),
-        service_ports=ports.text,
-        discovery_type=discovery,
+    ctx = RenderContext(  # positional: a third of the cost of keywords, per admission
+        str(metadata.get("name") or ""),  # pod_name
+        namespace,  # pod_namespace
+        _service_name(metadata, owner),  # service_name
+        service_version(metadata),  # service_version
+        ports.text,  # service_ports
+        discovery,  # discovery_type
     )
     if max(len(ctx.pod_name), len(namespace), len(ctx.service_name), len(ctx.service_version)) > (
         MAX_VARIABLE_CHARS
@@ -387,33 +392,36 @@ def pod_shape_problem(pod: Mapping[str, Any]) -> str:
     for name in ("name", "generateName", "namespace"):
         if not isinstance(metadata.get(name) or "", str):
             return f"metadata.{name} must be a string"
-    problem = _list_problem("metadata.ownerReferences", metadata.get("ownerReferences"))
-    for name in ("containers", "initContainers", "volumes", "imagePullSecrets"):
-        problem = problem or _list_problem(f"spec.{name}", spec.get(name))
+    owners = metadata.get("ownerReferences")
+    problem = _list_problem(owners) if owners is not None else ""
     if problem:
-        return problem
+        return "metadata.ownerReferences" + problem
+    for name in ("containers", "initContainers", "volumes", "imagePullSecrets"):
+        items = spec.get(name)
+        problem = _list_problem(items) if items is not None else ""
+        if problem:
+            return f"spec.{name}{problem}"
     for group in ("containers", "initContainers"):
         for index, container in enumerate(spec.get(group) or ()):
             for field in ("env", "ports"):
                 items = container.get(field)
-                if items is not None:
-                    problem = _list_problem(f"spec.{group}[{index}].{field}", items)
-                    if problem:
-                        return problem
+                problem = _list_problem(items) if items is not None else ""
+                if problem:
+                    return f"spec.{group}[{index}].{field}{problem}"
     return ""
 
 
-def _list_problem(where: str, items: object) -> str:
-    if items is None:
-        return ""
+def _list_problem(items: object) -> str:
+    """'' when `items` is a list of objects whose names (where given) are strings; else
+    what is wrong with it, to follow the list's path in a message."""
     if not isinstance(items, list):
-        return f"{where} must be a list of objects"
+        return " must be a list of objects"
     for item in items:
         if not isinstance(item, dict):
-            return f"{where} must be a list of objects"
+            return " must be a list of objects"
     for item in items:
         if not isinstance(item.get("name", ""), str):
-            return f"{where}: every name must be a string"
+            return ": every name must be a string"
     return ""
 
 

@@ -107,6 +107,8 @@ def parse_inject(annotations: Mapping[str, str]) -> InjectChoice:
     raw = annotations.get(INJECT)
     if raw is None:
         return _NOT_ASKED
+    if raw == "yes":  # as written nearly always
+        return _ASKED
     value = str(raw)[:16].strip().lower() if len(str(raw)) <= 16 else ""
     if value in _YES:
         return _ASKED
@@ -172,8 +174,6 @@ def parse_resources(annotations: Mapping[str, str]) -> dict[str, dict[str, str]]
     """`{"requests": {"cpu": "250m"}, "limits": {...}}` from the proxy* annotations;
     InvalidResources naming the annotation and its value."""
     resources: dict[str, dict[str, str]] = {}
-    if not annotations.keys() & RESOURCES.keys():
-        return resources
     for key, (group, name) in RESOURCES.items():
         raw = annotations.get(key)
         if raw is None:
@@ -190,6 +190,7 @@ def parse_resources(annotations: Mapping[str, str]) -> dict[str, dict[str, str]]
 
 
 _NO_PORTS = ServicePorts(ports=())
+_ONE_PORT = re.compile(r"(rest|grpc):([0-9]{1,5})")
 
 
 def parse_service_ports(annotations: Mapping[str, str]) -> ServicePorts:
@@ -198,6 +199,10 @@ def parse_service_ports(annotations: Mapping[str, str]) -> ServicePorts:
     if raw is None or not str(raw).strip():
         return _NO_PORTS
     raw = str(raw)
+    one = _ONE_PORT.fullmatch(raw)  # the usual case, read without the general loop
+    if one is not None and 1 <= int(one[2]) <= 65535:
+        only = ServicePort(one[1], int(one[2]))
+        return ServicePorts((only,), (), f"{only.protocol}:{only.port}")
     items = raw.count(",") + 1
     if items > MAX_SERVICE_PORTS:
         raise InvalidServicePorts(

@@ -87,6 +87,8 @@ def join_capped(items: Iterable[str], *, limit: int, separator: str = "; ") -> s
 
 def cap_warnings(warnings: list[str]) -> tuple[str, ...]:
     """At most MAX_WARNINGS warnings of at most MAX_WARNING_CHARS each."""
+    if not warnings:
+        return ()
     kept = [clip(w, MAX_WARNING_CHARS) for w in warnings[:MAX_WARNINGS]]
     if len(warnings) > MAX_WARNINGS:
         kept[-1] = f"... and {len(warnings) - MAX_WARNINGS + 1} more warnings"

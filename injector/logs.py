@@ -41,31 +41,37 @@ def _json_text(_logger: Any, _method: str, event: dict[str, Any]) -> str:
 class _LineWriter:
     """Whole lines to one binary stream, from structlog and from stdlib handlers alike.
 
-    Lines are collected and written in batches: one write per BATCH lines or per
-    `flush()`, so logging an admission costs no system call.
+    Lines are copied into one buffer and written in batches: one write per BATCH lines
+    or per `flush()`, so logging an admission costs no system call. Copying (rather
+    than keeping each line's bytes object until the write) lets the allocator reuse the
+    line's memory at once: keeping 256 of them made every line cost several times more
+    to render (bench/RESULTS.md).
     """
 
     BATCH = 256
-    __slots__ = ("_lines", "_lock", "_stream")
+    __slots__ = ("_buffer", "_count", "_lock", "_stream")
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
         self._lock = threading.Lock()
-        self._lines: list[bytes] = []
+        self._buffer = bytearray()
+        self._count = 0
 
     def write_line(self, line: bytes) -> None:
         with self._lock:
-            self._lines.append(line)
-            full = len(self._lines) >= self.BATCH
+            self._buffer += line
+            self._buffer += b"\n"
+            self._count += 1
+            full = self._count >= self.BATCH
         if full:
             self.flush()
 
     def flush(self) -> None:
         with self._lock:
-            lines, self._lines = self._lines, []
-            if lines:
-                lines.append(b"")
-                self._stream.write(b"\n".join(lines))
+            if self._buffer:
+                self._stream.write(self._buffer)
+                self._buffer.clear()
+                self._count = 0
             self._stream.flush()
 
 

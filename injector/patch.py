@@ -11,7 +11,8 @@ list indexes, and which app containers get which env. The bytes are exactly what
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -40,17 +41,24 @@ def build_patch(
 
     app_containers: list[Mapping[str, Any]] = spec.get("containers") or []
     init_containers: list[Mapping[str, Any]] = spec.get("initContainers") or []
-    taken = {c.get("name") for c in app_containers}
-    taken.update(c.get("name") for c in init_containers)
-    for added in (*sidecar.containers, *sidecar.init_containers):
-        if added["name"] in taken:
-            raise PatchConflict(f"the pod already has a container named {added['name']!r}")
+    for container in (*app_containers, *init_containers):
+        if container.get("name") in encoded.container_names:
+            taken = {c.get("name") for c in (*app_containers, *init_containers)}
+            name = next(
+                c["name"]
+                for c in sidecar.containers + sidecar.init_containers
+                if c["name"] in taken
+            )
+            raise PatchConflict(f"the pod already has a container named {name!r}")
 
     if encoded.app_env:
+        every = [json for _, json in encoded.app_env]
         for index, container in enumerate(app_containers):
             env = container.get("env")
-            defined = {e.get("name") for e in env} if env else ()
-            missing = [json for name, json in encoded.app_env if name not in defined]
+            missing = every
+            if env:
+                defined = {e.get("name") for e in env}
+                missing = [json for name, json in encoded.app_env if name not in defined]
             _append(ops, b'"/spec/containers/%d/env' % index, env, missing)
     # Native sidecars (Kubernetes 1.29+): the sidecar containers run first among the init
     # containers, restartPolicy Always, so they start before everything and a Job completes.
@@ -68,25 +76,33 @@ def build_patch(
         _append(ops, b'"/spec/initContainers', spec["initContainers"], after)
 
     if sidecar.volumes:
-        pod_volumes = {v.get("name") for v in spec.get("volumes") or ()}
-        for volume in sidecar.volumes:
-            if volume["name"] in pod_volumes:
-                raise PatchConflict(f"the pod already has a volume named {volume['name']!r}")
-        _append(ops, b'"/spec/volumes', spec.get("volumes"), encoded.volumes)
+        pod_volumes = spec.get("volumes")
+        if pod_volumes:
+            names = {v.get("name") for v in pod_volumes}
+            for added in sidecar.volumes:
+                if added["name"] in names:
+                    raise PatchConflict(f"the pod already has a volume named {added['name']!r}")
+        _append(ops, b'"/spec/volumes', pod_volumes, encoded.volumes)
 
     if encoded.image_pull_secrets:
         secrets = spec.get("imagePullSecrets")
-        pod_secrets = {s.get("name") for s in secrets} if secrets else ()
-        new = [json for name, json in encoded.image_pull_secrets if name not in pod_secrets]
+        new = [json for _, json in encoded.image_pull_secrets]
+        if secrets:
+            pod_secrets = {s.get("name") for s in secrets}
+            new = [json for name, json in encoded.image_pull_secrets if name not in pod_secrets]
         _append(ops, b'"/spec/imagePullSecrets', secrets, new)
 
     if metadata.get("annotations") is None:
         ops.append(_add(b'"/metadata/annotations"', orjson.dumps(dict(annotations))))
     else:
         for key, value in annotations.items():
-            path = orjson.dumps(f"/metadata/annotations/{escape(key)}")
-            ops.append(_add(path, orjson.dumps(value)))
-    return _array(ops)
+            ops.append(_add(_annotation_path(key), orjson.dumps(value)))
+    return b"[" + b",".join(ops) + b"]"
+
+
+@functools.lru_cache(maxsize=64)  # the injector's own few annotation keys
+def _annotation_path(key: str) -> bytes:
+    return orjson.dumps(f"/metadata/annotations/{escape(key)}")
 
 
 def _add(path: bytes, value: bytes) -> bytes:
@@ -94,18 +110,17 @@ def _add(path: bytes, value: bytes) -> bytes:
     return b'{"op":"add","path":%b,"value":%b}' % (path, value)
 
 
-def _array(items: Iterable[bytes]) -> bytes:
+def _array(items: Sequence[bytes]) -> bytes:
     return b"[" + b",".join(items) + b"]"
 
 
-def _append(ops: list[bytes], path: bytes, existing: object, items: Iterable[bytes]) -> None:
+def _append(ops: list[bytes], path: bytes, existing: object, items: Sequence[bytes]) -> None:
     """Add `items` at the end of the list at `path` (an opening quote and the path, no
     closing quote), creating it whole if the pod has none."""
-    items = tuple(items)
     if not items:
         return
     if existing is None:
-        ops.append(_add(path + b'"', _array(items)))
+        ops.append(b'{"op":"add","path":%b","value":[%b]}' % (path, b",".join(items)))
         return
-    end = path + b'/-"'
-    ops.extend(_add(end, item) for item in items)
+    for item in items:
+        ops.append(b'{"op":"add","path":%b/-","value":%b}' % (path, item))

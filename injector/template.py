@@ -94,6 +94,7 @@ class Encoded:
     volumes: tuple[bytes, ...]
     image_pull_secrets: tuple[tuple[str, bytes], ...]  # (name, JSON)
     app_env: tuple[tuple[str, bytes], ...]  # (name, JSON)
+    container_names: frozenset[str]  # of the containers and the init containers
 
     @property
     def size(self) -> int:
@@ -136,6 +137,7 @@ class Sidecar:
             volumes=tuple(map(dumps, self.volumes)),
             image_pull_secrets=tuple((s["name"], dumps(s)) for s in self.image_pull_secrets),
             app_env=tuple((e["name"], dumps(e)) for e in self.app_env),
+            container_names=frozenset(c["name"] for c in (*containers, *self.init_containers)),
         )
         object.__setattr__(self, "encoded", encoded)
 

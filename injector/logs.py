@@ -128,13 +128,16 @@ class _Timestamper:
     def __call__(
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        event["timestamp"] = self.now()
+        return event
+
+    def now(self) -> str:
         now = time.time()
         second = int(now)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
-        return event
+        return f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
 
 
 def configure(
@@ -197,12 +200,12 @@ def info(log: Any, event: str, fields: dict[str, Any], *, level: str = "info") -
     (its renderer returns the line as bytes or text)."""
     if not log.is_enabled_for(LEVELS[level]):
         return
-    event_dict: Any = {**log._context, **fields, "event": event}
-    if log._processors == _json_chain and "exc_info" not in event_dict:
-        event_dict["level"] = level
-        _timestamper(None, level, event_dict)
-        log._logger.msg(orjson.dumps(event_dict, default=str))
+    if log._processors == _json_chain and "exc_info" not in fields:
+        line = {**log._context, **fields, "event": event, "level": level}
+        line["timestamp"] = _timestamper.now()
+        log._logger.msg(orjson.dumps(line, default=str))
         return
+    event_dict: Any = {**log._context, **fields, "event": event}
     try:
         for processor in log._processors:
             event_dict = processor(log._logger, level, event_dict)

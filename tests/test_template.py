@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from injector.template import Template, TemplateError, load_template, sample_context
@@ -60,7 +58,7 @@ def test_default_template_carries_the_mesher_facts(template: Template) -> None:
 
 
 def test_variables_are_substituted_inside_strings_only(template: Template) -> None:
-    ctx = replace(sample_context("sc"), service_name='x"\n- name: evil')
+    ctx = sample_context("sc")._replace(service_name='x"\n- name: evil')
     (mesher,) = template.render(ctx).containers
     env = {e["name"]: e.get("value") for e in mesher["env"]}
     assert env["SERVICE_NAME"] == 'x"\n- name: evil'
@@ -70,8 +68,8 @@ def test_variables_are_substituted_inside_strings_only(template: Template) -> No
 def test_renders_are_cached_by_the_variables_the_template_uses(template: Template) -> None:
     first = template.render(sample_context("sc"))
     # pod.name is not used by the default template: a pod of another name shares the render.
-    assert template.render(replace(sample_context("sc"), pod_name="other")) is first
-    other = template.render(replace(sample_context("sc"), service_name="other"))
+    assert template.render(sample_context("sc")._replace(pod_name="other")) is first
+    other = template.render(sample_context("sc")._replace(service_name="other"))
     assert other is not first
     assert {"name": "SERVICE_NAME", "value": "other"} in other.containers[0]["env"]
     assert {"name": "SERVICE_NAME", "value": "sample"} in first.containers[0]["env"]
@@ -85,13 +83,13 @@ def test_the_render_cache_is_bounded_in_bytes(template: Template) -> None:
 
     one = len(template.render(sample_context("sc")).json())
     for n in range(3 * RENDER_CACHE_BYTES // one):
-        template.render(replace(sample_context("sc"), service_name=f"s{n}" + "x" * 200))
+        template.render(sample_context("sc")._replace(service_name=f"s{n}" + "x" * 200))
     cache = template._cache
     assert 0 < cache.size <= RENDER_CACHE_BYTES
     assert len(cache) < 3 * RENDER_CACHE_BYTES // one
     # the most recent renders are the ones kept
-    last = replace(
-        sample_context("sc"), service_name=f"s{3 * RENDER_CACHE_BYTES // one - 1}" + "x" * 200
+    last = sample_context("sc")._replace(
+        service_name=f"s{3 * RENDER_CACHE_BYTES // one - 1}" + "x" * 200
     )
     assert cache.get(template.render_key(last)) is not None
 

@@ -151,6 +151,27 @@ async def test_bad_requests_get_400_with_a_clear_message(
     assert needle in answer["error"]
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "Application/JSON"],
+)
+async def test_json_in_any_spelling_of_its_content_type_is_admitted(
+    running: Running, content_type: str
+) -> None:
+    raw = json.dumps(admission_fixture("server-mesher")).encode()
+    status, answer = await post(running, raw, {"Content-Type": content_type})
+    assert status == 200
+    assert answer["response"]["patchType"] == "JSONPatch"
+
+
+@pytest.mark.parametrize("encoding", ["identity", " Identity ", ""])
+async def test_an_identity_content_encoding_is_no_encoding(running: Running, encoding: str) -> None:
+    raw = json.dumps(admission_fixture("server-mesher")).encode()
+    status, answer = await post(running, raw, {**HEADERS, "Content-Encoding": encoding})
+    assert status == 200
+    assert answer["response"]["allowed"] is True
+
+
 async def test_oversized_body_gets_413_and_the_server_keeps_serving(running: Running) -> None:
     review = admission_fixture("server-mesher")
     review["request"]["object"]["metadata"]["annotations"]["padding"] = "x" * (9 * 1024 * 1024)

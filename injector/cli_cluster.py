@@ -9,13 +9,11 @@ import json
 import re
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from injector.sources.cluster import Cluster, Unhealthy, execute, kubeconfig_namespace
-from injector.sources.configmap import ConfigMapRef, api_client_for
+from injector.settings import ConfigMapRef
 from injector.store import TemplateSet
 from injector.template import Template
 from injector.workloads import (
@@ -27,6 +25,13 @@ from injector.workloads import (
     report_json,
     workloads,
 )
+
+# kubernetes_asyncio (a third of the injector's start-up) is imported when a cluster
+# command runs, never by `serve` or `inject`, which build this module's parsers.
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from injector.sources.cluster import Cluster
 
 DEFAULT_CONFIGMAP = "mesher-system/mesher-sidecar-template"
 EXIT_OK, EXIT_ATTENTION, EXIT_ERROR = 0, 1, 2
@@ -90,6 +95,8 @@ def duration(text: str) -> float:
 async def _live(cluster: Cluster, ref: ConfigMapRef) -> TemplateSet:
     """The live templates, validated as the injectors validate them (a named one that
     does not validate is left out: the injectors keep their last good version of it)."""
+    from injector.sources.cluster import Unhealthy
+
     data = await cluster.configmap_data(ref)
     live = TemplateSet()
     live.offer_data(data if isinstance(data, dict) else {}, source="live", default_key=ref.key)
@@ -105,6 +112,8 @@ async def _live(cluster: Cluster, ref: ConfigMapRef) -> TemplateSet:
 async def _survey(
     cluster: Cluster, args: argparse.Namespace, ref: ConfigMapRef
 ) -> tuple[Template, list[Workload]]:
+    from injector.sources.cluster import kubeconfig_namespace
+
     live = await _live(cluster, ref)
     template = live.template
     assert template is not None  # _live raised otherwise
@@ -123,6 +132,11 @@ async def _survey(
 def _run(
     args: argparse.Namespace, body: Callable[[Cluster, ConfigMapRef], Coroutine[Any, Any, int]]
 ) -> int:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from injector.sources.cluster import Cluster
+    from injector.sources.configmap import api_client_for
+
     async def main() -> int:
         ref = ConfigMapRef.parse(args.configmap, default_namespace="mesher-system")
         api = await api_client_for(args.kube_api_server)
@@ -151,6 +165,8 @@ def _api_error(exc: ApiException) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from injector.sources.cluster import Unhealthy
+
     async def body(cluster: Cluster, ref: ConfigMapRef) -> int:
         try:
             template, found = await _survey(cluster, args, ref)
@@ -179,6 +195,8 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_restart(args: argparse.Namespace) -> int:
+    from injector.sources.cluster import Unhealthy, execute
+
     timeout = duration(args.timeout)
     if args.parallel < 1:
         raise ValueError("--parallel must be at least 1")

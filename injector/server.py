@@ -12,11 +12,10 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
-from kubernetes_asyncio.client import ApiClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from injector import __version__, limits, logs
@@ -24,13 +23,17 @@ from injector.admission import answer, pod_facts
 from injector.guard import ConnectionGuard, GuardedSite, quiet_server_logger
 from injector.limits import clip
 from injector.metrics import Metrics
-from injector.settings import DEFAULT_CONFIGMAP_NAME, Settings, own_namespace
-from injector.sources.configmap import ConfigMapRef, ConfigMapSource, Restart, api_client_for
+from injector.settings import DEFAULT_CONFIGMAP_NAME, ConfigMapRef, Settings, own_namespace
 from injector.sources.file import FileSource
 from injector.store import Reload, TemplateSet, TemplateStore
 from injector.template import DEFAULT_TEMPLATE_NAME
 from injector.template_review import review_template
 from injector.tls import CertificateRefused, ReloadingTls, write_self_signed
+
+if TYPE_CHECKING:  # kubernetes_asyncio is imported only to watch a ConfigMap
+    from kubernetes_asyncio.client import ApiClient
+
+    from injector.sources.configmap import Restart
 
 
 class Injector:
@@ -425,6 +428,8 @@ class Server:
             poll_template_file()
             return _every(s.reload_interval, poll_template_file, injector.log)
         if s.template_source == "configmap":
+            from injector.sources.configmap import ConfigMapSource, api_client_for
+
             ref = injector.template_ref
             self._api = await api_client_for(s.kube_api_server)
             watcher = ConfigMapSource(

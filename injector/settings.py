@@ -57,3 +57,37 @@ class Settings:
     drain_seconds: float = 0.0
     reload_interval: float = 0.25
     excluded_namespaces: frozenset[str] = field(default=DEFAULT_EXCLUDED_NAMESPACES)
+
+
+# Which ConfigMap holds the templates (here, not with the watcher: serving from a file
+# never imports kubernetes_asyncio, a third of the start-up time).
+TEMPLATE_KEY = "template.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMapRef:
+    namespace: str
+    name: str
+    key: str = TEMPLATE_KEY
+
+    @classmethod
+    def parse(cls, text: str, *, default_namespace: str | None = None) -> ConfigMapRef:
+        """`NS/NAME`, `NAME` or empty: the namespace defaults to the pod's own."""
+        namespace, _, name = text.strip().rpartition("/")
+        namespace = namespace or (
+            default_namespace if default_namespace is not None else own_namespace()
+        )
+        if not namespace:
+            raise ValueError(
+                "the ConfigMap's namespace is unknown: pass --configmap NAMESPACE/NAME "
+                "or set POD_NAMESPACE"
+            )
+        return cls(namespace=namespace, name=name or DEFAULT_CONFIGMAP_NAME)
+
+    @property
+    def field_selector(self) -> str:
+        return f"metadata.name={self.name}"
+
+    def describe(self, resource_version: str = "") -> str:
+        at = f"@{resource_version}" if resource_version else ""
+        return f"configmap:{self.namespace}/{self.name}{at}"

@@ -178,3 +178,20 @@ def test_serve_answers_over_https_and_stops_cleanly_on_sigterm(tmp_path: Path) -
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_serving_and_injecting_never_import_the_kubernetes_client() -> None:
+    """kubernetes_asyncio is a third of the start-up time: only the ConfigMap watch and
+    the cluster commands (status, restart) import it."""
+    code = (
+        "import sys\n"
+        "from injector import cli, server\n"
+        "cli.build_parser()\n"
+        "assert 'kubernetes_asyncio' not in sys.modules, 'imported at start-up'\n"
+        "from injector.sources import configmap\n"
+        "assert 'kubernetes_asyncio' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -18,7 +18,7 @@ from injector.admission import decide
 from injector.cli import build_parser
 from injector.manual import inject_documents
 from injector.server import WEBHOOKS
-from injector.sources.configmap import ConfigMapRef
+from injector.settings import ConfigMapRef
 from injector.template import Template, load_template
 from injector.tls import service_dns_names
 from tests.helpers import (

@@ -16,7 +16,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
-from injector.sources.configmap import Backoff, ConfigMapRef, ConfigMapSource, Restart, classify
+from injector.settings import ConfigMapRef
+from injector.sources.configmap import Backoff, ConfigMapSource, Restart, classify
 from injector.store import Reload, TemplateSet
 from tests.conftest import start_server
 from tests.helpers import admission_fixture, wait_until

@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from injector.sources.configmap import ConfigMapRef
+from injector.settings import ConfigMapRef
 from injector.workloads import Plan, Snapshot, Workload, restart_patch, rollout_done
 
 PAGE = 500

@@ -23,39 +23,8 @@ import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from injector.settings import DEFAULT_CONFIGMAP_NAME, own_namespace
+from injector.settings import ConfigMapRef
 from injector.store import Reload, TemplateSet
-
-TEMPLATE_KEY = "template.yaml"
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigMapRef:
-    namespace: str
-    name: str
-    key: str = TEMPLATE_KEY
-
-    @classmethod
-    def parse(cls, text: str, *, default_namespace: str | None = None) -> ConfigMapRef:
-        """`NS/NAME`, `NAME` or empty: the namespace defaults to the pod's own."""
-        namespace, _, name = text.strip().rpartition("/")
-        namespace = namespace or (
-            default_namespace if default_namespace is not None else own_namespace()
-        )
-        if not namespace:
-            raise ValueError(
-                "the ConfigMap's namespace is unknown: pass --configmap NAMESPACE/NAME "
-                "or set POD_NAMESPACE"
-            )
-        return cls(namespace=namespace, name=name or DEFAULT_CONFIGMAP_NAME)
-
-    @property
-    def field_selector(self) -> str:
-        return f"metadata.name={self.name}"
-
-    def describe(self, resource_version: str = "") -> str:
-        at = f"@{resource_version}" if resource_version else ""
-        return f"configmap:{self.namespace}/{self.name}{at}"
 
 
 @dataclass(frozen=True, slots=True)

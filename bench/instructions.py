@@ -150,9 +150,7 @@ def run(requests: int) -> str:
         "|---|---|---|",
     ]
     for kind, value in per_request.items():
-        lines.append(
-            f"| {names[kind]} | {value:,.0f} | {value / per_request['floor']:.2f}x |"
-        )
+        lines.append(f"| {names[kind]} | {value:,.0f} | {value / per_request['floor']:.2f}x |")
     return "\n".join(lines)
 
 

@@ -14,62 +14,24 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from bench.throughput import FIXTURE, ROOT, free_port, serve_argv
+from bench.throughput import FIXTURE, ROOT, ensure_tool, floor_argv, free_port, injector_argv
 from injector.admission import answer
 from injector.template import load_template
 from injector.tls import issue_certificates
 
 
-def ensure_valgrind() -> str:
-    found = shutil.which("valgrind")
-    if found:
-        return found
-    print("valgrind not found: installing it from the Debian archive", file=sys.stderr)
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "valgrind"], check=True)
-    found = shutil.which("valgrind")
-    assert found, "valgrind did not install"
-    return found
-
-
 def _argv(kind: str, certs: Path, port: int) -> list[str]:
     if kind == "injector":
-        return serve_argv(
-            port,
-            free_port(),
-            "--tls-cert",
-            str(certs / "tls.crt"),
-            "--tls-key",
-            str(certs / "tls.key"),
-            "--template-file",
-            str(ROOT / "config" / "template.yaml"),
-            *os.environ.get("BENCH_INJECTOR_ARGS", "").split(),
-        )
-    fast = ["--fast"] if kind == "floor-fast" else []
-    return [
-        sys.executable,
-        "-m",
-        "bench.floor",
-        "--port",
-        str(port),
-        "--cert",
-        str(certs / "tls.crt"),
-        "--key",
-        str(certs / "tls.key"),
-        "--answer",
-        str(certs / "answer.json"),
-        *fast,
-    ]
+        return injector_argv(certs, port, free_port())
+    return floor_argv(certs, certs / "answer.json", port, fast=kind == "floor-fast")
 
 
 def count(kind: str, certs: Path, requests: int) -> int:
@@ -79,7 +41,7 @@ def count(kind: str, certs: Path, requests: int) -> int:
     out = certs / f"cachegrind-{kind}-{requests}.out"
     proc = subprocess.Popen(
         [
-            ensure_valgrind(),
+            ensure_tool("valgrind"),
             "--tool=cachegrind",
             "--cache-sim=no",
             f"--cachegrind-out-file={out}",
@@ -124,7 +86,7 @@ def count(kind: str, certs: Path, requests: int) -> int:
 
 
 def run(requests: int) -> str:
-    ensure_valgrind()
+    ensure_tool("valgrind")
     with tempfile.TemporaryDirectory() as tmp:
         certs = Path(tmp)
         bundle = issue_certificates(dns_names=["localhost"], ip_addresses=["127.0.0.1"])

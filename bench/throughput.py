@@ -33,16 +33,22 @@ FIXTURE = ROOT / "tests" / "fixtures" / "admission" / "server-mesher.json"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
+def ensure_tool(name: str) -> str:
+    """The path of the command `name`, installed from the Debian package of that name
+    when missing (apt-get, so as root)."""
+    found = shutil.which(name)
     if found:
         return found
-    print("wrk not found: installing it from the Debian archive", file=sys.stderr)
+    print(f"{name} not found: installing it from the Debian archive", file=sys.stderr)
     subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True)
-    found = shutil.which("wrk")
-    assert found, "wrk did not install"
+    subprocess.run(["apt-get", "install", "-y", "-qq", name], check=True)
+    found = shutil.which(name)
+    assert found, f"{name} did not install"
     return found
+
+
+def ensure_wrk() -> str:
+    return ensure_tool("wrk")
 
 
 def free_port() -> int:
@@ -120,21 +126,45 @@ def serve_argv(port: int, admin_port: int, *extra: str) -> list[str]:
     ]
 
 
+def injector_argv(certs: Path, port: int, admin: int) -> list[str]:
+    """The injector as the benchmarks run it: the embedded default template, the certs in
+    `certs`, plus BENCH_INJECTOR_ARGS."""
+    return serve_argv(
+        port,
+        admin,
+        "--tls-cert",
+        str(certs / "tls.crt"),
+        "--tls-key",
+        str(certs / "tls.key"),
+        "--template-file",
+        str(ROOT / "config" / "template.yaml"),
+        *os.environ.get("BENCH_INJECTOR_ARGS", "").split(),
+    )
+
+
+def floor_argv(certs: Path, answer: Path, port: int, *, fast: bool) -> list[str]:
+    """A floor (bench/floor.py) answering every request with `answer`."""
+    return [
+        sys.executable,
+        "-m",
+        "bench.floor",
+        "--port",
+        str(port),
+        "--cert",
+        str(certs / "tls.crt"),
+        "--key",
+        str(certs / "tls.key"),
+        "--answer",
+        str(answer),
+        *(["--fast"] if fast else []),
+    ]
+
+
 def start_injector(certs: Path) -> tuple[Served, float]:
     port, admin = free_port(), free_port()
     started = time.perf_counter()
     proc = subprocess.Popen(
-        serve_argv(
-            port,
-            admin,
-            "--tls-cert",
-            str(certs / "tls.crt"),
-            "--tls-key",
-            str(certs / "tls.key"),
-            "--template-file",
-            str(ROOT / "config" / "template.yaml"),
-            *os.environ.get("BENCH_INJECTOR_ARGS", "").split(),
-        ),
+        injector_argv(certs, port, admin),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -146,20 +176,7 @@ def start_injector(certs: Path) -> tuple[Served, float]:
 def start_floor(certs: Path, answer: Path, *, fast: bool) -> Served:
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.floor",
-            "--port",
-            str(port),
-            "--cert",
-            str(certs / "tls.crt"),
-            "--key",
-            str(certs / "tls.key"),
-            "--answer",
-            str(answer),
-            *(["--fast"] if fast else []),
-        ],
+        floor_argv(certs, answer, port, fast=fast),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -48,6 +48,20 @@ async def closed_within(reader: asyncio.StreamReader, limit: float) -> bytes:
     return await asyncio.wait_for(reader.read(), limit)
 
 
+async def trickle_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send a request's headers one byte every 50 ms (2 s for 40 bytes) until the server
+    closes the connection."""
+    for byte in head()[:40]:
+        writer.write(bytes([byte]))
+        try:
+            await writer.drain()
+        except ConnectionError:
+            return
+        await asyncio.sleep(0.05)
+        if reader.at_eof():
+            return
+
+
 def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
     for record in caplog.records:
         assert record.exc_info is None, record.getMessage()
@@ -60,15 +74,7 @@ async def test_a_client_that_trickles_its_headers_is_cut_off(
 ) -> None:
     reader, writer = await connect(server)
     started = time.monotonic()
-    for byte in head()[:40]:  # one byte every 50 ms: would take 2 s
-        writer.write(bytes([byte]))
-        try:
-            await writer.drain()
-        except ConnectionError:
-            break
-        await asyncio.sleep(0.05)
-        if reader.at_eof():
-            break
+    await trickle_headers(reader, writer)
     assert await closed_within(reader, 2.0) == b""
     assert time.monotonic() - started < READ_TIMEOUT + 1.0
     writer.close()
@@ -178,15 +184,7 @@ async def test_the_header_deadline_is_each_requests_own_on_a_keep_alive_connecti
         assert (await reader.readline()).startswith(b"HTTP/1.1 200 ")
         await asyncio.sleep(READ_TIMEOUT * 0.75)  # the first request's deadline nears
         started = time.monotonic()
-        for byte in head()[:40]:  # one byte every 50 ms: would take 2 s
-            writer.write(bytes([byte]))
-            try:
-                await writer.drain()
-            except ConnectionError:
-                break
-            await asyncio.sleep(0.05)
-            if reader.at_eof():
-                break
+        await trickle_headers(reader, writer)
         rest = await closed_within(reader, 3.0)
         lasted = time.monotonic() - started
         writer.close()

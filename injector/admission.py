@@ -340,7 +340,7 @@ def decide(
         "injected",  # decision
         "requested",  # reason
         f"mesher sidecar injected (discovery {discovery or 'none'})",  # message
-        cap_warnings(warnings) if warnings else (),  # warnings
+        cap_warnings(warnings),  # warnings
         patch,  # patch
         discovery,  # discovery_type
         ports.text,  # service_ports

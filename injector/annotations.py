@@ -199,9 +199,8 @@ def parse_service_ports(annotations: Mapping[str, str]) -> ServicePorts:
         return _NO_PORTS
     raw = str(raw)
     one = _ONE_PORT.fullmatch(raw)  # the usual case, read without the general loop
-    if one is not None and 1 <= int(one[2]) <= 65535:
-        only = ServicePort(one[1], int(one[2]))
-        return ServicePorts((only,), (), f"{only.protocol}:{only.port}")
+    if one is not None and 1 <= (number := int(one[2])) <= 65535:
+        return ServicePorts((ServicePort(one[1], number),), (), f"{one[1]}:{number}")
     items = raw.count(",") + 1
     if items > MAX_SERVICE_PORTS:
         raise InvalidServicePorts(

@@ -97,7 +97,7 @@ def build_patch(
     else:
         for key, value in annotations.items():
             ops.append(_add(_annotation_path(key), orjson.dumps(value)))
-    return b"[" + b",".join(ops) + b"]"
+    return _array(ops)
 
 
 @functools.lru_cache(maxsize=64)  # the injector's own few annotation keys
@@ -120,7 +120,7 @@ def _append(ops: list[bytes], path: bytes, existing: object, items: Sequence[byt
     if not items:
         return
     if existing is None:
-        ops.append(b'{"op":"add","path":%b","value":[%b]}' % (path, b",".join(items)))
+        ops.append(_add(path + b'"', _array(items)))
         return
-    for item in items:
-        ops.append(b'{"op":"add","path":%b/-","value":%b}' % (path, item))
+    end = path + b'/-"'
+    ops.extend(_add(end, item) for item in items)

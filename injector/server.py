@@ -111,16 +111,15 @@ async def read_body(
     """The body of a POST to the webhook, or the HTTP error answer for it (bounded in
     size and time, never inflated)."""
     headers = request.headers
-    encoding = headers.get("Content-Encoding")
-    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+    encoding = (headers.get("Content-Encoding") or "").strip().lower()
+    if encoding not in ("", "identity"):
         # Never inflated: the API server does not compress request bodies, and a small
         # compressed body can inflate to gigabytes.
         return _refuse(
             injector,
             415,
             "content-encoding",
-            f"Content-Encoding {encoding.strip().lower()!r} is not accepted: send the body "
-            "uncompressed",
+            f"Content-Encoding {encoding!r} is not accepted: send the body uncompressed",
         )
     # What the API server sends, compared as it is; anything else (parameters, case) is
     # parsed by aiohttp, which costs more than the rest of reading the body.

@@ -157,18 +157,6 @@ class Sidecar:
             containers[0] = first
         return replace(self, containers=containers, native=native)
 
-    def json(self) -> bytes:
-        """Everything the sidecar adds, as JSON (raises TypeError if it cannot be)."""
-        return orjson.dumps(
-            [
-                self.containers,
-                self.init_containers,
-                self.volumes,
-                self.image_pull_secrets,
-                self.app_env,
-            ]
-        )
-
 
 # A compiled node renders itself from the variables of one request.
 Renderer = Callable[[Mapping[str, str]], Any]
@@ -367,7 +355,7 @@ def _load(text: str) -> Template:
     )
     for discovery_type in template.discovery_types or ("",):
         try:
-            template.render(sample_context(discovery_type)).json()
+            template.render(sample_context(discovery_type))  # serialises it: Sidecar.encoded
         except Exception as exc:  # a template that cannot render must never activate
             raise TemplateError(
                 [f"rendering discovery type {discovery_type!r} failed: {exc}"]

@@ -81,7 +81,7 @@ def test_renders_are_cached_by_the_variables_the_template_uses(template: Templat
 def test_the_render_cache_is_bounded_in_bytes(template: Template) -> None:
     from injector.limits import RENDER_CACHE_BYTES
 
-    one = len(template.render(sample_context("sc")).json())
+    one = template.render(sample_context("sc")).encoded.size
     for n in range(3 * RENDER_CACHE_BYTES // one):
         template.render(sample_context("sc")._replace(service_name=f"s{n}" + "x" * 200))
     cache = template._cache

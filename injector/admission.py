@@ -15,6 +15,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from injector import annotations as ann
+from injector import pod_review
 from injector.limits import (
     MAX_CONTAINERS,
     MAX_LOG_FIELD_CHARS,
@@ -84,6 +85,7 @@ class Review(NamedTuple):
     api_version: str
     uid: str
     request: Mapping[str, Any]
+    pod_checked: bool = False  # decoded by pod_review: its pod passes pod_shape_problem
 
 
 class Outcome(NamedTuple):
@@ -118,6 +120,16 @@ def read_review(raw: bytes) -> Review:
     except ValueError as exc:  # orjson.JSONDecodeError, bad UTF-8 and too deep included
         raise MalformedJson(f"the body is not valid JSON: {exc}") from exc
     return parse_review(body)
+
+
+def read_pod_review(raw: bytes) -> Review:
+    """`read_review` for the mutating webhook: only the fields decide reads are decoded
+    (`pod_review`); any other body is parsed whole by `read_review`, as before."""
+    try:
+        body = pod_review.decode(raw)
+    except pod_review.NotAPodReview:
+        return read_review(raw)
+    return parse_review(body)._replace(pod_checked=True)
 
 
 def parse_review(body: object) -> Review:
@@ -179,10 +191,11 @@ def decide(
     *,
     named: Mapping[str, Template] = _NONE,
     excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
+    pod_checked: bool = False,
 ) -> Outcome:
     """`template` is the default, `named` the named templates a pod may pick with the
     template annotation. Raises BadReview when the pod is not shaped like a Pod (never
-    sent by an API server)."""
+    sent by an API server); `pod_checked` says pod_review's types already made sure."""
     kind = request.get("kind")
     pod = request.get("object")
     if (
@@ -193,7 +206,7 @@ def decide(
         or not isinstance(pod, dict)
     ):
         return _NOT_A_POD_CREATE
-    problem = pod_shape_problem(pod)
+    problem = "" if pod_checked else pod_shape_problem(pod)
     if problem:
         raise BadReview(f"request.object is not a valid Pod: {problem}")
     metadata: Mapping[str, Any] = pod.get("metadata") or {}
@@ -523,7 +536,7 @@ def answer(
 ) -> Answer:
     """Bytes in, answer out: never raises, whatever the bytes."""
     try:
-        review = read_review(raw)
+        review = read_pod_review(raw)
     except MalformedJson as exc:
         return _refusal("malformed-json", str(exc))
     except BadReview as exc:
@@ -531,7 +544,11 @@ def answer(
     failure: Exception | None = None
     try:
         outcome = decide(
-            review.request, template, named=named, excluded_namespaces=excluded_namespaces
+            review.request,
+            template,
+            named=named,
+            excluded_namespaces=excluded_namespaces,
+            pod_checked=review.pod_checked,
         )
     except BadReview as exc:
         return _refusal("not-a-valid-pod", str(exc), review)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from injector.template import Sidecar
+if TYPE_CHECKING:  # template.py serialises its pieces with add_op and json_array
+    from injector.template import Sidecar
 
 
 class PatchConflict(ValueError):
@@ -33,7 +34,8 @@ def build_patch(
     *, pod: Mapping[str, Any], sidecar: Sidecar, annotations: Mapping[str, str]
 ) -> bytes:
     """The JSON Patch document (a JSON array) adding `sidecar` and `annotations` to
-    `pod`; PatchConflict when a name is taken."""
+    `pod` (a pod `admission.pod_shape_problem` passes); PatchConflict when a name is
+    taken."""
     spec: Mapping[str, Any] = pod.get("spec") or {}
     metadata: Mapping[str, Any] = pod.get("metadata") or {}
     encoded = sidecar.encoded
@@ -52,27 +54,27 @@ def build_patch(
             raise PatchConflict(f"the pod already has a container named {name!r}")
 
     if encoded.app_env:
-        every = [json for _, json in encoded.app_env]
         for index, container in enumerate(app_containers):
             env = container.get("env")
-            missing = every
-            if env:
-                defined = {e.get("name") for e in env}
-                missing = [json for name, json in encoded.app_env if name not in defined]
+            if env is None:  # the usual case: the whole list, serialised once per render
+                ops.append(add_op(b'"/spec/containers/%d/env"' % index, encoded.app_env_array))
+                continue
+            defined = {e.get("name") for e in env}
+            missing = [json for name, json in encoded.app_env if name not in defined]
             _append(ops, b'"/spec/containers/%d/env' % index, env, missing)
     # Native sidecars (Kubernetes 1.29+): the sidecar containers run first among the init
     # containers, restartPolicy Always, so they start before everything and a Job completes.
     native = encoded.containers if sidecar.native else ()
-    if not sidecar.native:
-        _append(ops, b'"/spec/containers', spec.get("containers"), encoded.containers)
+    if encoded.container_ops and not sidecar.native:
+        ops.append(encoded.container_ops)  # a pod always has containers: append to them
     before = encoded.init_containers if sidecar.init_containers_first else ()
     after = () if sidecar.init_containers_first else encoded.init_containers
     if spec.get("initContainers") is None:
         if native or encoded.init_containers:
-            ops.append(_add(b'"/spec/initContainers"', _array((*native, *before, *after))))
+            ops.append(add_op(b'"/spec/initContainers"', json_array((*native, *before, *after))))
     else:
         for index, json in enumerate((*native, *before)):
-            ops.append(_add(b'"/spec/initContainers/%d"' % index, json))
+            ops.append(add_op(b'"/spec/initContainers/%d"' % index, json))
         _append(ops, b'"/spec/initContainers', spec["initContainers"], after)
 
     if sidecar.volumes:
@@ -92,25 +94,32 @@ def build_patch(
             new = [json for name, json in encoded.image_pull_secrets if name not in pod_secrets]
         _append(ops, b'"/spec/imagePullSecrets', secrets, new)
 
-    if metadata.get("annotations") is None:
-        ops.append(_add(b'"/metadata/annotations"', orjson.dumps(dict(annotations))))
-    else:
-        for key, value in annotations.items():
-            ops.append(_add(_annotation_path(key), orjson.dumps(value)))
-    return _array(ops)
+    marks = _annotation_ops(tuple(annotations.items()), metadata.get("annotations") is None)
+    if marks:
+        ops.append(marks)
+    return json_array(ops)
 
 
-@functools.lru_cache(maxsize=64)  # the injector's own few annotation keys
-def _annotation_path(key: str) -> bytes:
-    return orjson.dumps(f"/metadata/annotations/{escape(key)}")
+# Keyed on the injector's own annotations (its status and each template's revision),
+# never on anything from a request.
+@functools.lru_cache(maxsize=64)
+def _annotation_ops(annotations: tuple[tuple[str, str], ...], create: bool) -> bytes:
+    """The operations adding `annotations`, joined; creating the map when the pod has none."""
+    if create:
+        return add_op(b'"/metadata/annotations"', orjson.dumps(dict(annotations)))
+    return b",".join(
+        add_op(orjson.dumps(f"/metadata/annotations/{escape(key)}"), orjson.dumps(value))
+        for key, value in annotations
+    )
 
 
-def _add(path: bytes, value: bytes) -> bytes:
-    """One add operation; `path` is already a JSON string."""
+def add_op(path: bytes, value: bytes) -> bytes:
+    """One add operation; `path` is already a JSON string, `value` JSON."""
     return b'{"op":"add","path":%b,"value":%b}' % (path, value)
 
 
-def _array(items: Sequence[bytes]) -> bytes:
+def json_array(items: Sequence[bytes]) -> bytes:
+    """The JSON array of already serialised `items`."""
     return b"[" + b",".join(items) + b"]"
 
 
@@ -120,7 +129,7 @@ def _append(ops: list[bytes], path: bytes, existing: object, items: Sequence[byt
     if not items:
         return
     if existing is None:
-        ops.append(_add(path + b'"', _array(items)))
+        ops.append(add_op(path + b'"', json_array(items)))
         return
     end = path + b'/-"'
-    ops.extend(_add(end, item) for item in items)
+    ops.extend(add_op(end, item) for item in items)

@@ -20,6 +20,7 @@ import yaml
 
 from injector import schema
 from injector.limits import MAX_TEMPLATE_NODES, RENDER_CACHE_BYTES
+from injector.patch import add_op, json_array
 
 TOP_LEVEL_KEYS = frozenset(
     {
@@ -95,12 +96,16 @@ class Encoded:
     image_pull_secrets: tuple[tuple[str, bytes], ...]  # (name, JSON)
     app_env: tuple[tuple[str, bytes], ...]  # (name, JSON)
     container_names: frozenset[str]  # of the containers and the init containers
+    app_env_array: bytes  # app_env as one JSON array: a container without env gets it whole
+    container_ops: bytes  # the add operations appending `containers` to a pod's list
 
     @property
     def size(self) -> int:
         """Bytes held, for the render cache's budget."""
         return (
-            sum(map(len, self.containers))
+            len(self.app_env_array)
+            + len(self.container_ops)
+            + sum(map(len, self.containers))
             + sum(map(len, self.init_containers))
             + sum(map(len, self.volumes))
             + sum(len(j) for _, j in self.image_pull_secrets)
@@ -131,13 +136,17 @@ class Sidecar:
         containers = self.containers
         if self.native:
             containers = [{**c, "restartPolicy": "Always"} for c in containers]
+        serialised = tuple(map(dumps, containers))
+        app_env = tuple((e["name"], dumps(e)) for e in self.app_env)
         encoded = Encoded(
-            containers=tuple(map(dumps, containers)),
+            containers=serialised,
             init_containers=tuple(map(dumps, self.init_containers)),
             volumes=tuple(map(dumps, self.volumes)),
             image_pull_secrets=tuple((s["name"], dumps(s)) for s in self.image_pull_secrets),
-            app_env=tuple((e["name"], dumps(e)) for e in self.app_env),
+            app_env=app_env,
             container_names=frozenset(c["name"] for c in (*containers, *self.init_containers)),
+            app_env_array=json_array([json for _, json in app_env]),
+            container_ops=b",".join(add_op(b'"/spec/containers/-"', c) for c in serialised),
         )
         object.__setattr__(self, "encoded", encoded)
 

@@ -58,9 +58,12 @@ class _LineWriter:
         self._count = 0
 
     def write_line(self, line: bytes) -> None:
+        self.write(line + b"\n")
+
+    def write(self, line: bytes) -> None:
+        """One line, its newline included."""
         with self._lock:
             self._buffer += line
-            self._buffer += b"\n"
             self._count += 1
             full = self._count >= self.BATCH
         if full:
@@ -103,6 +106,7 @@ class _StdlibHandler(logging.Handler):
 
 
 _writer: _LineWriter | None = None
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
 # A copy of the JSON chain `configure` set up, and its timestamper: `info` renders the
 # same line without running the chain while a logger's chain is still equal to it
 # (structlog.testing.capture_logs, say, swaps the chain's contents).
@@ -119,10 +123,10 @@ def flush() -> None:
 class _Timestamper:
     """ISO 8601 UTC with microseconds, like structlog's, formatting the date part once a second."""
 
-    __slots__ = ("_prefix", "_second")
+    __slots__ = ("_next", "_prefix", "_start")
 
     def __init__(self) -> None:
-        self._second = -1
+        self._start = self._next = 0  # the current second, in ns since the epoch, and the next
         self._prefix = ""
 
     def __call__(
@@ -132,12 +136,13 @@ class _Timestamper:
         return event
 
     def now(self) -> str:
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        ns = time.time_ns()
+        if not self._start <= ns < self._next:  # another second (or the clock went back)
+            second = ns // 1_000_000_000
+            self._start, self._next = second * 1_000_000_000, (second + 1) * 1_000_000_000
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        # the microseconds with their leading zeros: 1 + six digits, less the 1
+        return self._prefix + str((ns - self._start) // 1000 + 1_000_000)[1:] + "Z"
 
 
 def configure(
@@ -203,7 +208,7 @@ def info(log: Any, event: str, fields: dict[str, Any], *, level: str = "info") -
     if log._processors == _json_chain and "exc_info" not in fields:
         line = {**log._context, **fields, "event": event, "level": level}
         line["timestamp"] = _timestamper.now()
-        log._logger.msg(orjson.dumps(line, default=str))
+        log._logger._writer.write(orjson.dumps(line, default=str, option=_NEWLINE))
         return
     event_dict: Any = {**log._context, **fields, "event": event}
     try:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import logging
@@ -108,3 +109,21 @@ def test_exceptions_are_rendered_into_the_line(stream: io.BytesIO) -> None:
         logs.get_logger("t").exception("failed")
     (line,) = lines(stream)
     assert "ValueError: boom" in str(line["exception"])
+
+
+def test_timestamps_are_structlogs_iso_format_across_seconds_and_a_clock_step_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stamper = logs._Timestamper()
+    start = 1_795_700_000 * 10**9
+    for ns in (
+        start + 7_000,  # 7 us into a second
+        start + 999_999_999,  # its last microsecond
+        start + 10**9,  # the next second
+        start + 10**9 + 123_456_789,
+        start - 5 * 10**9 + 1_000,  # the clock stepped back
+        start + 86_400 * 10**9 + 999_999,  # the next day
+    ):
+        monkeypatch.setattr(logs.time, "time_ns", lambda ns=ns: ns)
+        stamp = datetime.datetime.fromtimestamp(ns // 1000 / 10**6, datetime.UTC)
+        assert stamper.now() == stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -129,10 +129,10 @@ def read_pod_review(raw: bytes) -> Review:
         body = pod_review.decode(raw)
     except pod_review.NotAPodReview:
         return read_review(raw)
-    return parse_review(body)._replace(pod_checked=True)
+    return parse_review(body, pod_checked=True)
 
 
-def parse_review(body: object) -> Review:
+def parse_review(body: object, *, pod_checked: bool = False) -> Review:
     if not isinstance(body, dict):
         raise BadReview("the body must be a JSON object (an AdmissionReview)")
     if body.get("kind") != "AdmissionReview":
@@ -150,7 +150,7 @@ def parse_review(body: object) -> Review:
         raise BadReview("request.uid is missing")
     if len(uid) > MAX_UID_CHARS:
         raise BadReview(f"request.uid is {len(uid)} characters long; a uid has at most 128")
-    return Review(api_version, uid, request)
+    return Review(api_version, uid, request, pod_checked)
 
 
 def _shown(value: object) -> str:

@@ -28,6 +28,8 @@ RESOURCES = {
     PREFIX + "proxyMemoryLimit": ("limits", "memory"),
 }
 
+_RESOURCE_KEYS = frozenset(RESOURCES)
+
 STATUS_INJECTED = "injected"
 # The annotations the injector reads; every other one is left unread.
 KEYS = (INJECT, DISCOVERY_TYPE, SERVICE_PORTS, STATUS, NATIVE_SIDECAR, TEMPLATE, *RESOURCES)
@@ -173,6 +175,8 @@ def parse_resources(annotations: Mapping[str, str]) -> dict[str, dict[str, str]]
     """`{"requests": {"cpu": "250m"}, "limits": {...}}` from the proxy* annotations;
     InvalidResources naming the annotation and its value."""
     resources: dict[str, dict[str, str]] = {}
+    if _RESOURCE_KEYS.isdisjoint(annotations):  # the usual case: none of them
+        return resources
     for key, (group, name) in RESOURCES.items():
         raw = annotations.get(key)
         if raw is None:

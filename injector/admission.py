@@ -281,8 +281,7 @@ def decide(
     for port in ports.ports:
         if not _declares(app_containers, port.port):
             warnings.append(
-                f"{ann.SERVICE_PORTS}: port {port.port} is not declared by any container "
-                "of the pod"
+                f"{ann.SERVICE_PORTS}: port {port.port} is not declared by any container of the pod"
             )
 
     owner = controller_of(metadata)

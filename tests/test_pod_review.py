@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from injector import pod_review
 from injector.admission import (
@@ -23,7 +22,15 @@ from injector.admission import (
     read_review,
 )
 from tests.helpers import ADMISSION, admission_fixture, admission_fixture_names
-from tests.test_properties import NAMED, POD_PATHS, RECORDED_POD, TEMPLATE, json_values, pods
+from tests.test_properties import (
+    NAMED,
+    RECORDED_POD,
+    TEMPLATE,
+    broken_fields,
+    pods,
+    recorded_pod_with,
+    review_of,
+)
 
 
 def full_answer(raw: bytes) -> tuple[str, bytes]:
@@ -55,18 +62,9 @@ def assert_same_answer(raw: bytes) -> None:
 
 
 def review_bytes(pod: Any, **request: Any) -> bytes:
-    body = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u-1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "operation": "CREATE",
-            "namespace": "chassis",
-            "object": pod,
-            **request,
-        },
-    }
+    """review_of(pod), `request` fields set, as the API server sends it (UTF-8, compact)."""
+    body = review_of(pod)
+    body["request"].update(request)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -96,20 +94,11 @@ def test_generated_pods_get_the_full_parses_answer(pod: dict[str, Any]) -> None:
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(POD_PATHS), json_values), min_size=1, max_size=3))
+@given(broken_fields)
 def test_a_broken_field_gets_the_full_parses_answer_and_decoded_means_shaped(
     edits: list[tuple[tuple[Any, ...], Any]],
 ) -> None:
-    pod = copy.deepcopy(RECORDED_POD)
-    for path, value in edits:
-        node = pod
-        try:
-            for step in path[:-1]:
-                node = node[step]
-            node[path[-1]] = value
-        except (KeyError, IndexError, TypeError):
-            continue
-    raw = review_bytes(pod)
+    raw = review_bytes(recorded_pod_with(edits))
     assert_same_answer(raw)
     try:
         decoded = pod_review.decode(raw)

@@ -179,12 +179,13 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=600, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(POD_PATHS), json_values), min_size=1, max_size=3))
-def test_a_recorded_pod_with_any_field_broken_is_decided_or_refused_never_crashes(
-    edits: list[tuple[tuple[Any, ...], Any]],
-) -> None:
-    pod = copy.deepcopy(RECORDED_POD)
+# up to three fields of the recorded pod, each set to any JSON value
+broken_fields = st.lists(st.tuples(st.sampled_from(POD_PATHS), json_values), min_size=1, max_size=3)
+
+
+def recorded_pod_with(edits: list[tuple[tuple[Any, ...], Any]]) -> dict[str, Any]:
+    """A copy of the recorded pod with `edits` (path, value) made where the path exists."""
+    pod: dict[str, Any] = copy.deepcopy(RECORDED_POD)
     for path, value in edits:
         node = pod
         try:
@@ -193,6 +194,15 @@ def test_a_recorded_pod_with_any_field_broken_is_decided_or_refused_never_crashe
             node[path[-1]] = value
         except (KeyError, IndexError, TypeError):
             continue  # an earlier edit changed the shape above this path
+    return pod
+
+
+@settings(max_examples=600, deadline=None)
+@given(broken_fields)
+def test_a_recorded_pod_with_any_field_broken_is_decided_or_refused_never_crashes(
+    edits: list[tuple[tuple[Any, ...], Any]],
+) -> None:
+    pod = recorded_pod_with(edits)
     refused = ""
     try:
         outcome = decide(parse_review(review_of(pod)).request, TEMPLATE)

@@ -1,20 +1,29 @@
 """Connection-level bounds aiohttp does not give: a deadline for a request's headers,
-a TLS handshake timeout, and one short warning (no traceback) for broken HTTP.
+a TLS handshake timeout, and one short warning (no traceback) for broken HTTP; and the
+webhook's fast path.
 
 `ConnectionGuard` wraps aiohttp's own protocol and forwards every transport event to
 it; when the first byte of a request arrives it notes a deadline that the handler
 clears once the headers are in (`headers_received`, then `request_done`). A client
-that trickles its headers is cut off at the deadline. Idle keep-alive connections are
-aiohttp's own business (`keepalive_timeout`).
+that trickles its headers is cut off at the deadline. While a connection has only sent
+complete requests of the webhook's usual shape, the guard answers them itself
+(`fast`, see injector/fastpath.py), moving aiohttp's keep-alive deadline as aiohttp
+does after an answer; the first bytes it does not answer go to aiohttp, whose
+connection it is from then on. Idle keep-alive connections are aiohttp's business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+# The fast path: a connection's bytes -> the answer to write, or None to hand them to aiohttp.
+Fast = Callable[[bytes], bytes | None]
 
 
 class ConnectionGuard(asyncio.Protocol):
@@ -25,21 +34,31 @@ class ConnectionGuard(asyncio.Protocol):
 
     __slots__ = (
         "_deadline",
+        "_fast",
         "_header_timeout",
         "_inner",
         "_loop",
         "_timer",
         "_transport",
+        "_write_paused",
         "in_request",
     )
 
-    def __init__(self, inner: asyncio.Protocol, *, header_timeout: float) -> None:
+    def __init__(
+        self,
+        inner: RequestHandler,
+        *,
+        header_timeout: float,
+        fast: Fast | None = None,
+    ) -> None:
         self._inner = inner
         self._header_timeout = header_timeout
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None  # when the awaited headers are due
         self._transport: asyncio.BaseTransport | None = None
+        self._fast = fast  # None once aiohttp has had bytes of this connection
+        self._write_paused = False
         self.in_request = False
 
     @staticmethod
@@ -88,6 +107,18 @@ class ConnectionGuard(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        fast = self._fast
+        if fast is not None:
+            # Not while the client does not read its answers: aiohttp's writer waits.
+            answer = None if self._write_paused else fast(data)
+            if answer is not None and self._transport is not None:
+                self._transport.write(answer)  # type: ignore[attr-defined]
+                # What aiohttp does after an answer: idle from now, closed after the
+                # keep-alive timeout (its timer, armed at connection_made, re-checks this).
+                inner = self._inner
+                inner._next_keepalive_close_time = self._loop.time() + inner._keepalive_timeout
+                return
+            self._fast = None  # aiohttp's connection from now on: its keep-alive, its errors
         if self._deadline is None and not self.in_request and data:
             self._deadline = deadline = self._loop.time() + self._header_timeout
             if self._timer is None:
@@ -95,7 +126,8 @@ class ConnectionGuard(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()
+        self._inner.eof_received()
+        return None  # aiohttp's answer: close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
@@ -103,9 +135,11 @@ class ConnectionGuard(asyncio.Protocol):
         self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        self._write_paused = True
         self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._write_paused = False
         self._inner.resume_writing()
 
 
@@ -122,20 +156,22 @@ class GuardedSite(web.TCPSite):
         header_timeout: float,
         handshake_timeout: float,
         ssl_context: Any = None,
+        fast: Fast | None = None,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context)
         self._header_timeout = header_timeout
         self._handshake_timeout = handshake_timeout
+        self._fast = fast
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
-        header_timeout = self._header_timeout
+        header_timeout, fast = self._header_timeout, self._fast
 
         def protocol() -> asyncio.Protocol:
-            return ConnectionGuard(server(), header_timeout=header_timeout)
+            return ConnectionGuard(server(), header_timeout=header_timeout, fast=fast)
 
         self._server = await loop.create_server(
             protocol,

@@ -148,8 +148,11 @@ class Metrics:
             registry=r,
         )
 
-    def observe_decision(self, outcome: Outcome, seconds: float) -> None:
+    def observe_decision(self, outcome: Outcome, seconds: float, *, fast: bool = False) -> None:
+        """`fast`: answered on the webhook's fast path (injector/fastpath.py)."""
         self.decisions.observe(outcome.reason, seconds)
+        if fast:
+            self.decisions.fast += 1
 
     def observe_serving(self, serving: Serving) -> None:
         self.tls_cert_expiry.set(serving.not_after)
@@ -204,6 +207,7 @@ class Decisions(Collector):
         self.counts: dict[Reason, int] = dict.fromkeys(REASONS, 0)
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.sum = 0.0
+        self.fast = 0  # of them, answered on the fast path
         self.created = time.time()
 
     def observe(self, reason: Reason, seconds: float) -> None:
@@ -224,6 +228,14 @@ class Decisions(Collector):
         for reason, n in self.counts.items():
             decisions.add_metric([REASONS[reason], reason], n, created=created)
         yield decisions
+        fast = CounterMetricFamily(
+            "mesher_injector_fast_path_admissions",
+            "Admission decisions answered on the webhook's fast path, without aiohttp's "
+            "request cycle (the others took it: a request of another shape, or a "
+            "connection that once sent one).",
+        )
+        fast.add_metric([], self.fast, created=created)
+        yield fast
         latency = HistogramMetricFamily(
             "mesher_injector_admission_duration_seconds",
             "Time to decide and answer one AdmissionReview, in seconds.",

@@ -1,0 +1,336 @@
+"""The webhook's fast path: which bytes it answers itself (the strict shape, checked
+against aiohttp's own parser), and over real TLS, that its answers, counts, log lines
+and keep-alive are those of aiohttp's path, which takes every other request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_parser import HttpRequestParser
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from injector.fastpath import MAX_HEAD_BYTES, simple_post
+from injector.server import Server
+from tests.conftest import start_server
+from tests.helpers import admission_fixture
+
+BODY = json.dumps(admission_fixture("server-mesher"), separators=(",", ":")).encode()
+LIMIT = 4 * 1024 * 1024
+HOST = b"Host: localhost"
+
+
+def request(
+    body: bytes = BODY,
+    *,
+    line: bytes = b"POST /mutate?timeout=10s HTTP/1.1",
+    headers: list[bytes] | None = None,
+) -> bytes:
+    """A request as the API server sends one (Go's net/http header set)."""
+    if headers is None:
+        headers = [
+            b"Host: mesher-injector.mesher-injector.svc:443",
+            b"User-Agent: kube-apiserver-admission",
+            b"Content-Length: %d" % len(body),
+            b"Accept: application/json, */*",
+            b"Content-Type: application/json",
+            b"Accept-Encoding: gzip",
+        ]
+    return line + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+def test_the_api_servers_request_is_taken() -> None:
+    assert simple_post(request(), LIMIT) == BODY
+    minimal = request(headers=[HOST, b"Content-Length: %d" % len(BODY)])
+    assert simple_post(minimal, LIMIT) == BODY
+    assert simple_post(request(b"", headers=[HOST, b"Content-Length: 0"]), LIMIT) == b""
+    no_query = request(line=b"POST /mutate HTTP/1.1")
+    assert simple_post(no_query, LIMIT) == BODY
+    spaced = request(
+        headers=[b"hOST:x", b"content-length:   %d  " % len(BODY), b"Content-Type:application/json"]
+    )
+    assert simple_post(spaced, LIMIT) == BODY
+
+
+LENGTH = b"Content-Length: %d" % len(BODY)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        request(line=b"POST /validate-template HTTP/1.1"),
+        request(line=b"POST /mutatex HTTP/1.1"),
+        request(line=b"POST /mutate/ HTTP/1.1"),
+        request(line=b"GET /mutate HTTP/1.1"),
+        request(line=b"post /mutate HTTP/1.1"),
+        request(line=b"POST /mutate HTTP/1.0"),
+        request(line=b"POST  /mutate HTTP/1.1"),
+        request(line=b"POST /mutate?a b HTTP/1.1"),
+        request(line=b"POST http://x/mutate HTTP/1.1"),
+        request(headers=[HOST]),  # no Content-Length
+        request(headers=[LENGTH]),  # no Host
+        request(headers=[HOST, HOST, LENGTH]),
+        request(headers=[b"Host:  ", LENGTH]),
+        request(headers=[HOST, LENGTH, LENGTH]),
+        request(headers=[HOST, b"Content-Length: +%d" % len(BODY)]),
+        request(headers=[HOST, b"Content-Length: %d, %d" % (len(BODY), len(BODY))]),
+        request(headers=[HOST, b"Content-Length: 0x10"]),
+        request(headers=[HOST, b"Content-Length : %d" % len(BODY)]),
+        request(headers=[HOST, LENGTH, b"Transfer-Encoding: chunked"]),
+        request(headers=[HOST, LENGTH, b"Content-Encoding: gzip"]),
+        request(headers=[HOST, LENGTH, b"Content-Encoding: identity"]),
+        request(headers=[HOST, LENGTH, b"Expect: 100-continue"]),
+        request(headers=[HOST, LENGTH, b"Connection: close"]),
+        request(headers=[HOST, LENGTH, b"Connection: keep-alive"]),
+        request(headers=[HOST, LENGTH, b"Upgrade: h2c"]),
+        request(headers=[HOST, LENGTH, b"Content-Type: application/json; charset=utf-8"]),
+        request(headers=[HOST, LENGTH, b"Content-Type: text/plain"]),
+        request(headers=[HOST, LENGTH, b"X-Folded: a", b" b"]),  # obs-fold
+        request(headers=[HOST, LENGTH, b"X-Bytes: \xc3\xa9"]),  # obs-text
+        request(headers=[HOST, LENGTH, b"X-Nul: a\x00b"]),
+        request(headers=[HOST, LENGTH, b"Bad Name: x"]),
+        request(headers=[HOST, LENGTH, b": no name"]),
+        request(headers=[HOST, LENGTH, b"X-Lf: a\nb"]),
+        request()[:-1],  # the body not all there yet
+        request()[:40],  # the head not all there yet
+        request() + b"P",  # the next request's first byte
+        request() + request(),  # pipelined
+        request(b"x" * 11, headers=[HOST, b"Content-Length: 11"]) + b"\r\n",
+    ],
+)
+def test_anything_else_is_aiohttps(data: bytes) -> None:
+    assert simple_post(data, LIMIT) is None
+
+
+def test_a_body_over_the_limit_or_a_huge_head_is_aiohttps() -> None:
+    assert simple_post(request(), len(BODY)) == BODY
+    assert simple_post(request(), len(BODY) - 1) is None
+    padding = b"X-Pad: " + b"a" * 8000
+    assert simple_post(request(headers=[HOST, LENGTH, padding]), LIMIT) == BODY
+    huge = request(headers=[HOST, LENGTH, *[padding] * (MAX_HEAD_BYTES // 8000 + 1)])
+    assert simple_post(huge, LIMIT) is None
+
+
+def aiohttp_parse(data: bytes) -> list[tuple[str, str, bytes]]:
+    """What aiohttp's own parser (the one behind the webhook port) makes of `data`:
+    (method, path, body) per complete request; raises on what it refuses. The body is
+    read from the payload's buffer: the parser fills it synchronously."""
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = BaseProtocol(loop)
+        parser = HttpRequestParser(protocol, loop, 2**16, max_line_size=8190, max_field_size=8190)
+        messages, _, _ = parser.feed_data(data)
+        parsed = []
+        for message, payload in messages:
+            assert payload.is_eof()  # the whole body read, no more awaited
+            body = b"".join(bytes(chunk) for chunk in getattr(payload, "_buffer", ()))
+            parsed.append((message.method, message.path, body))
+        return parsed
+    finally:
+        loop.close()
+
+
+_PIECES = [
+    b"POST",
+    b"GET",
+    b" ",
+    b"/mutate",
+    b"?timeout=10s",
+    b"/x",
+    b" HTTP/1.1",
+    b" HTTP/1.0",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b": ",
+    b":",
+    b"Content-Length",
+    b"content-length",
+    b"Content-Type",
+    b"application/json",
+    b"Transfer-Encoding",
+    b"chunked",
+    b"Host",
+    b"5",
+    b"0",
+    b"12",
+    b"-1",
+    b"{}",
+    b"hello",
+    b",",
+    b" \t",
+    b"\x00",
+    b"\xff",
+    b"X-A",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=40),
+    st.integers(min_value=0, max_value=5),
+    st.binary(max_size=12),
+)
+def test_whatever_it_takes_aiohttp_reads_as_the_same_one_post(
+    pieces: list[bytes], cut: int, body: bytes
+) -> None:
+    """Request smuggling's precondition is two parsers disagreeing: whenever the fast
+    path takes bytes, aiohttp's parser reads them as exactly one POST /mutate with the
+    same body."""
+    length = b"Content-Length: %d" % len(body)
+    candidates = [
+        b"".join(pieces),
+        request(body, headers=[length, *pieces[:cut]]),
+        request(body, headers=[HOST, length, *pieces[:cut]]),
+        request(body, headers=[HOST, b"".join(pieces[:cut]) + length]),
+        request(body, headers=[b"".join(pieces[:cut]) + b"Host: x", length]),
+        request(body, headers=[HOST, length, b"".join(pieces)]),
+    ]
+    for data in candidates:
+        taken = simple_post(data, LIMIT)
+        if taken is None:
+            continue
+        parsed = aiohttp_parse(data)
+        assert len(parsed) == 1
+        method, path, read = parsed[0]
+        assert (method, path.split("?")[0], read) == ("POST", "/mutate", taken)
+
+
+# --- over real TLS ------------------------------------------------------------------
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    server, _ = await start_server(tmp_path, keepalive_timeout=0.6)
+    yield server
+    await server.stop()
+
+
+async def connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    ctx = ssl.create_default_context(cafile=str(server.ca_file))
+    return await asyncio.open_connection(
+        "127.0.0.1", server.port, ssl=ctx, server_hostname="localhost"
+    )
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    status = await reader.readline()
+    headers = {}
+    while (line := await reader.readline()) != b"\r\n":
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers[b"content-length"]))
+    return status, headers, body
+
+
+def fast_count(server: Server) -> int:
+    return server.injector.metrics.decisions.fast
+
+
+def decisions(server: Server) -> int:
+    return sum(server.injector.metrics.decisions.counts.values())
+
+
+async def test_a_whole_request_is_answered_on_the_fast_path_as_aiohttp_answers_it(
+    server: Server,
+) -> None:
+    """One write (a request in one TLS record, as wrk and most clients send it) takes
+    the fast path; the same request in two writes goes through aiohttp. Same status,
+    headers (but the date) and body, one decision counted each."""
+    reader, writer = await connect(server)
+    writer.write(request())
+    await writer.drain()
+    fast = await read_answer(reader)
+    assert (fast_count(server), decisions(server)) == (1, 1)
+    writer.write(request())  # still fast: the connection never went to aiohttp
+    await writer.drain()
+    assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
+    assert (fast_count(server), decisions(server)) == (2, 2)
+    writer.close()
+
+    reader, writer = await connect(server)
+    data = request()
+    writer.write(data[:100])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(data[100:])
+    await writer.drain()
+    slow = await read_answer(reader)
+    assert (fast_count(server), decisions(server)) == (2, 3)
+    writer.write(request())  # this connection is aiohttp's from now on
+    await writer.drain()
+    assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
+    assert (fast_count(server), decisions(server)) == (2, 4)
+    writer.close()
+
+    assert fast[0] == slow[0] == b"HTTP/1.1 200 OK\r\n"
+    fast[1].pop(b"date")
+    slow[1].pop(b"date")
+    assert fast[1] == slow[1]
+    assert list(fast[1]) == list(slow[1])  # the same order
+    assert fast[2] == slow[2]
+    assert json.loads(fast[2])["response"]["patchType"] == "JSONPatch"
+
+
+async def test_a_refused_body_of_the_fast_shape_is_answered_by_aiohttp(server: Server) -> None:
+    """A body that gets no decision (here, not JSON) is left to aiohttp's path, which
+    answers 400 and counts it once, as before."""
+    reader, writer = await connect(server)
+    writer.write(request(b"{not json"))
+    await writer.drain()
+    status, headers, body = await read_answer(reader)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 400 ")
+    assert headers[b"content-type"] == b"application/json; charset=utf-8"
+    assert json.loads(body)["error"].startswith("the body is not valid JSON")
+    assert (fast_count(server), decisions(server)) == (0, 0)
+    counted = server.injector.metrics.bad_requests.labels(reason="malformed-json")._value.get()
+    assert counted == 1
+
+
+async def test_pipelined_requests_are_answered_in_order_by_aiohttp(server: Server) -> None:
+    reader, writer = await connect(server)
+    first = admission_fixture("server-mesher")
+    second = admission_fixture("server-mesher")
+    second["request"]["uid"] = "second"
+    writer.write(request(json.dumps(first).encode()) + request(json.dumps(second).encode()))
+    await writer.drain()
+    uids = [json.loads((await read_answer(reader))[2])["response"]["uid"] for _ in range(2)]
+    writer.close()
+    assert uids == [first["request"]["uid"], "second"]
+    assert (fast_count(server), decisions(server)) == (0, 2)
+
+
+async def test_an_idle_fast_path_connection_is_closed_after_the_keep_alive_timeout(
+    server: Server,
+) -> None:
+    reader, writer = await connect(server)
+    for _ in range(3):  # each answer re-arms the idle deadline
+        writer.write(request())
+        await writer.drain()
+        assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
+        await asyncio.sleep(0.4)
+    assert fast_count(server) == 3
+    started = time.monotonic()
+    assert await asyncio.wait_for(reader.read(), 3.0) == b""
+    assert 0.05 < time.monotonic() - started < 1.5  # 0.6 s after the last answer
+    writer.close()
+
+
+async def test_the_fast_paths_counter_is_exposed(server: Server) -> None:
+    reader, writer = await connect(server)
+    writer.write(request())
+    await writer.drain()
+    await read_answer(reader)
+    writer.close()
+    from prometheus_client import generate_latest
+
+    text = generate_latest(server.injector.metrics.registry).decode()
+    assert "mesher_injector_fast_path_admissions_total 1.0" in text

@@ -3,14 +3,14 @@ bytes of a connection and answered without aiohttp's request cycle.
 
 aiohttp's per-request machinery (parser callbacks, a StreamReader, a request object, a
 task, two loop iterations, a response object, header writing) costs more CPU than the
-whole admission decision (bench/RESULTS.md). `ConnectionGuard` hands the bytes of a
-fresh keep-alive connection to `simple_post` first: when they are exactly one complete
-request of the strict shape below, the webhook answers it at once with the bytes
-`response` makes, the same status line and headers aiohttp would send. Anything else
-(another path or method, HTTP/1.0, a header outside the shape, a partial or pipelined
-request, a body over the limit) returns None, and the connection is aiohttp's from then
-on, with every bound and error answer as before. So this recognises less than HTTP
-allows, never more: declining is always correct.
+whole admission decision (bench/RESULTS.md). `ConnectionGuard` reads the bytes
+of a fresh keep-alive connection with `request_head` first: once they are exactly one
+complete request of the strict shape below (in one read or several), the webhook
+answers it at once with the bytes `response` makes, the same status line and headers
+aiohttp would send. Anything else (another path or method, HTTP/1.0, a header outside
+the shape, a pipelined request, a body over the limit) is DECLINED, and the
+connection is aiohttp's from then on, with every bound and error answer as before. So
+this recognises less than HTTP allows, never more: declining is always correct.
 
 The shape: `POST /mutate[?query] HTTP/1.1`, header lines `token: value` of printable
 ASCII (no obs-fold, no obs-text), exactly one decimal Content-Length, exactly one
@@ -41,15 +41,26 @@ _DECLINED = frozenset(
 )
 
 
-def simple_post(data: bytes, max_body: int) -> bytes | None:
-    """The body of `data` when `data` is exactly one complete request of the shape in
-    the module's docstring with a body of at most `max_body` bytes; else None."""
-    end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES + 4)
+# request_head's answers besides a (body start, request length) pair.
+INCOMPLETE = (-1, -1)  # the head is not all there yet, and what is there may be of the shape
+DECLINED = (-2, -2)  # not of the shape: aiohttp's
+_METHOD_PATH = b"POST /mutate"
+
+
+def request_head(data: bytes | bytearray, max_body: int, scanned: int = 0) -> tuple[int, int]:
+    """For the request that `data` starts: (where its body starts, its whole length) when
+    its head is all there and of the shape in the module's docstring with a body of at
+    most `max_body` bytes; INCOMPLETE when the head may still come; else DECLINED.
+    `scanned`: how many bytes of `data` an earlier call searched (so a head that
+    arrives a byte at a time is searched once, not once per byte)."""
+    end = data.find(b"\r\n\r\n", max(0, scanned - 3), MAX_HEAD_BYTES + 4)
     if end < 0:
-        return None
+        if len(data) >= MAX_HEAD_BYTES + 4 or not _METHOD_PATH.startswith(data[:12]):
+            return DECLINED
+        return INCOMPLETE
     match = _HEAD.fullmatch(data, 0, end)
     if match is None:
-        return None
+        return DECLINED
     length = -1
     hosts = 0
     for line in match[1].split(b"\r\n")[1:]:
@@ -58,21 +69,27 @@ def simple_post(data: bytes, max_body: int) -> bytes | None:
         if name == b"host":
             hosts += 1
             if not value.strip(b" \t"):
-                return None
+                return DECLINED
         elif name == b"content-length":
             value = value.strip(b" \t")
             if length >= 0 or not value.isdigit() or len(value) > 10:
-                return None
+                return DECLINED
             length = int(value)
         elif name == b"content-type":
             if value.strip(b" \t") != b"application/json":
-                return None
+                return DECLINED
         elif name in _DECLINED:
-            return None
-    start = end + 4
-    if hosts != 1 or length < 0 or length > max_body or len(data) - start != length:
-        return None
-    return data[start:]
+            return DECLINED
+    if hosts != 1 or length < 0 or length > max_body:
+        return DECLINED
+    return end + 4, end + 4 + length
+
+
+def simple_post(data: bytes, max_body: int) -> bytes | None:
+    """The body of `data` when `data` is exactly one complete request of the shape;
+    else None."""
+    start, length = request_head(data, max_body)
+    return data[start:] if start >= 0 and length == len(data) else None
 
 
 _OK = (

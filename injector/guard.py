@@ -6,24 +6,35 @@ webhook's fast path.
 it; when the first byte of a request arrives it notes a deadline that the handler
 clears once the headers are in (`headers_received`, then `request_done`). A client
 that trickles its headers is cut off at the deadline. While a connection has only sent
-complete requests of the webhook's usual shape, the guard answers them itself
-(`fast`, see injector/fastpath.py), moving aiohttp's keep-alive deadline as aiohttp
-does after an answer; the first bytes it does not answer go to aiohttp, whose
-connection it is from then on. Idle keep-alive connections are aiohttp's business.
+requests of the webhook's usual shape, the guard answers them itself (`FastPath`, see
+injector/fastpath.py): it keeps a request's reads until the request is all there (or
+the header deadline comes: a slow body is then aiohttp's, which answers 408 after its
+own read timeout), and moves aiohttp's keep-alive deadline as aiohttp does after an
+answer. The first bytes it does not answer go to aiohttp, whose connection it is from
+then on. Idle keep-alive connections are aiohttp's business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-# The fast path: a connection's bytes -> the answer to write, or None to hand them to aiohttp.
-Fast = Callable[[bytes], bytes | None]
+from injector.fastpath import DECLINED, INCOMPLETE, request_head
+
+
+class FastPath(Protocol):
+    """The webhook's side of the fast path."""
+
+    def answer(self, request: bytes, body_start: int) -> bytes | None:
+        """One whole request and where its body starts -> the answer to write, or None
+        to hand the request to aiohttp."""
+
+    def abandoned(self) -> None:
+        """A request's headers came, then the client went away before its body."""
 
 
 class ConnectionGuard(asyncio.Protocol):
@@ -35,9 +46,12 @@ class ConnectionGuard(asyncio.Protocol):
     __slots__ = (
         "_deadline",
         "_fast",
+        "_head",
         "_header_timeout",
         "_inner",
         "_loop",
+        "_max_body",
+        "_pending",
         "_timer",
         "_transport",
         "_write_paused",
@@ -49,7 +63,8 @@ class ConnectionGuard(asyncio.Protocol):
         inner: RequestHandler,
         *,
         header_timeout: float,
-        fast: Fast | None = None,
+        fast: FastPath | None = None,
+        max_body: int = 0,
     ) -> None:
         self._inner = inner
         self._header_timeout = header_timeout
@@ -58,6 +73,9 @@ class ConnectionGuard(asyncio.Protocol):
         self._deadline: float | None = None  # when the awaited headers are due
         self._transport: asyncio.BaseTransport | None = None
         self._fast = fast  # None once aiohttp has had bytes of this connection
+        self._max_body = max_body
+        self._pending: bytearray | None = None  # a request's first reads, on the fast path
+        self._head = INCOMPLETE  # the pending request's (body start, length), once known
         self._write_paused = False
         self.in_request = False
 
@@ -94,6 +112,11 @@ class ConnectionGuard(asyncio.Protocol):
         if self._loop.time() < deadline:
             self._timer = self._loop.call_at(deadline, self._check)
             return
+        if self._pending is not None and self._head != INCOMPLETE:
+            # The headers came, the body is slow: aiohttp's handler takes it from here,
+            # and answers 408 if it does not come within its own read timeout.
+            self._inner.data_received(self._hand_over(b""))
+            return
         logging.getLogger("mesher_injector.http").warning(
             "client did not send its request headers within %.1f s; connection closed",
             self._header_timeout,
@@ -107,30 +130,74 @@ class ConnectionGuard(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        fast = self._fast
-        if fast is not None:
-            # Not while the client does not read its answers: aiohttp's writer waits.
-            answer = None if self._write_paused else fast(data)
-            if answer is not None and self._transport is not None:
-                self._transport.write(answer)  # type: ignore[attr-defined]
-                # What aiohttp does after an answer: idle from now, closed after the
-                # keep-alive timeout (its timer, armed at connection_made, re-checks this).
-                inner = self._inner
-                inner._next_keepalive_close_time = self._loop.time() + inner._keepalive_timeout
-                return
-            self._fast = None  # aiohttp's connection from now on: its keep-alive, its errors
-        if self._deadline is None and not self.in_request and data:
+        if self._deadline is None and not self.in_request:
             self._deadline = deadline = self._loop.time() + self._header_timeout
             if self._timer is None:
                 self._timer = self._loop.call_at(deadline, self._check)
+        if self._fast is not None:
+            rest = self._fast_received(data)
+            if rest is None:
+                return
+            data = rest
         self._inner.data_received(data)
 
+    def _fast_received(self, data: bytes) -> bytes | None:
+        """The fast path: None when `data` completed a request that is answered, or
+        began one that may still be (kept until the rest comes, within the header
+        deadline); else the bytes for aiohttp, whose connection it is from now on."""
+        pending = self._pending
+        if pending is not None:
+            pending += data
+        whole = data if pending is None else pending
+        head = self._head
+        if head == INCOMPLETE:
+            head = request_head(whole, self._max_body, len(whole) - len(data))
+            if head == DECLINED:
+                return self._hand_over(data)
+        body_start, length = head
+        if head == INCOMPLETE or len(whole) < length:
+            if pending is None:
+                self._pending = bytearray(data)
+            self._head = head
+            # A request is arriving: not idle for aiohttp's keep-alive timer, which
+            # knows nothing of it (the header deadline decides about it).
+            self._keep_alive(self._header_timeout)
+            return None
+        if len(whole) > length or self._write_paused:  # pipelined, or answers unread
+            return self._hand_over(data)
+        request = data if pending is None else bytes(pending)
+        assert self._fast is not None
+        answer = self._fast.answer(request, body_start)
+        if answer is None or self._transport is None:
+            return self._hand_over(data)
+        self._pending, self._head, self._deadline = None, INCOMPLETE, None
+        self._transport.write(answer)  # type: ignore[attr-defined]
+        self._keep_alive()  # what aiohttp does after an answer: idle from now
+        return None
+
+    def _keep_alive(self, extra: float = 0.0) -> None:
+        """Close the connection once idle for aiohttp's keep-alive timeout (plus `extra`)
+        from now: its timer, armed at connection_made, re-checks this time when it fires."""
+        inner = self._inner
+        inner._next_keepalive_close_time = self._loop.time() + inner._keepalive_timeout + extra
+
+    def _hand_over(self, data: bytes) -> bytes:
+        """This connection is aiohttp's from now on: the bytes it has not seen."""
+        pending = self._pending
+        self._fast, self._pending, self._head = None, None, INCOMPLETE
+        return data if pending is None else bytes(pending)
+
     def eof_received(self) -> bool | None:
+        if self._pending is not None:  # a request cut short: aiohttp's to tell
+            self._inner.data_received(self._hand_over(b""))
         self._inner.eof_received()
         return None  # aiohttp's answer: close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        if self._pending is not None and self._head != INCOMPLETE and self._fast is not None:
+            self._fast.abandoned()  # as aiohttp's path reports a body that never came
+        self._pending = None
         self._transport = None
         self._inner.connection_lost(exc)
 
@@ -156,22 +223,26 @@ class GuardedSite(web.TCPSite):
         header_timeout: float,
         handshake_timeout: float,
         ssl_context: Any = None,
-        fast: Fast | None = None,
+        fast: FastPath | None = None,
+        max_body: int = 0,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context)
         self._header_timeout = header_timeout
         self._handshake_timeout = handshake_timeout
         self._fast = fast
+        self._max_body = max_body
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
-        header_timeout, fast = self._header_timeout, self._fast
+        header_timeout, fast, max_body = self._header_timeout, self._fast, self._max_body
 
         def protocol() -> asyncio.Protocol:
-            return ConnectionGuard(server(), header_timeout=header_timeout, fast=fast)
+            return ConnectionGuard(
+                server(), header_timeout=header_timeout, fast=fast, max_body=max_body
+            )
 
         self._server = await loop.create_server(
             protocol,

@@ -21,8 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from injector import __version__, limits, logs
 from injector.admission import Answer, Outcome, Review, answer, pod_facts
 from injector.fastpath import response as fast_response
-from injector.fastpath import simple_post
-from injector.guard import ConnectionGuard, Fast, GuardedSite, quiet_server_logger
+from injector.guard import ConnectionGuard, GuardedSite, quiet_server_logger
 from injector.limits import clip
 from injector.metrics import Metrics
 from injector.settings import DEFAULT_CONFIGMAP_NAME, ConfigMapRef, Settings, own_namespace
@@ -144,9 +143,13 @@ async def read_body(
     except TimeoutError:
         return _refuse(injector, 408, "body-timeout", "the request body did not arrive in time")
     except (ConnectionError, aiohttp.ClientError) as exc:
-        injector.metrics.bad_requests.labels(reason="client-disconnected").inc()
-        injector.log.warning("client_disconnected", error=clip(str(exc) or type(exc).__name__, 200))
+        _client_gone(injector, str(exc) or type(exc).__name__)
         raise web.HTTPBadRequest() from None  # nobody reads it: the connection is gone
+
+
+def _client_gone(injector: Injector, error: str) -> None:
+    injector.metrics.bad_requests.labels(reason="client-disconnected").inc()
+    injector.log.warning("client_disconnected", error=clip(error, 200))
 
 
 def _answer(raw: bytes, injector: Injector) -> Answer:
@@ -170,19 +173,22 @@ async def mutate(raw: bytes, injector: Injector) -> web.StreamResponse:
     return web.Response(body=result.body, content_type="application/json")
 
 
-def fast_mutate(injector: Injector, *, max_body_bytes: int) -> Fast:
-    """The webhook's fast path (injector/fastpath.py): the answer to a connection's
-    bytes when they are one complete POST /mutate of the usual shape and the body gets
-    a decision (counted and logged as `mutate` does); None for aiohttp to handle them
-    (a refusal included: aiohttp's path answers, counts and logs it as before)."""
+class FastMutate:
+    """The webhook's fast path (injector/fastpath.py, guard.FastPath)."""
 
-    def fast(data: bytes) -> bytes | None:
+    __slots__ = ("injector",)
+
+    def __init__(self, injector: Injector) -> None:
+        self.injector = injector
+
+    def answer(self, request: bytes, body_start: int) -> bytes | None:
+        """For one whole POST /mutate of the usual shape, the answer when its body gets a
+        decision (counted and logged as `mutate` does); None for aiohttp to handle it (a
+        refusal included: aiohttp's path answers, counts and logs it as before)."""
+        injector = self.injector
         try:
-            raw = simple_post(data, max_body_bytes)
-            if raw is None:
-                return None
             started = time.perf_counter()
-            result = _answer(raw, injector)
+            result = _answer(request[body_start:], injector)
             review, outcome = result.review, result.outcome
             if outcome is None or review is None:
                 return None
@@ -192,7 +198,8 @@ def fast_mutate(injector: Injector, *, max_body_bytes: int) -> Fast:
             injector.log.exception("fast_path_failed")
             return None
 
-    return fast
+    def abandoned(self) -> None:
+        _client_gone(self.injector, "the connection closed before the request body was in")
 
 
 def _record(
@@ -527,7 +534,8 @@ class Server:
             ssl_context=self.tls.listening,
             header_timeout=s.read_timeout,
             handshake_timeout=limits.TLS_HANDSHAKE_TIMEOUT_S,
-            fast=fast_mutate(self.injector, max_body_bytes=s.max_body_bytes),
+            fast=FastMutate(self.injector),
+            max_body=s.max_body_bytes,
         ).start()
         self.admin_port = admin.addresses[0][1]
         self.port = hook.addresses[0][1]

@@ -17,7 +17,7 @@ from aiohttp.http_parser import HttpRequestParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from injector.fastpath import MAX_HEAD_BYTES, simple_post
+from injector.fastpath import DECLINED, INCOMPLETE, MAX_HEAD_BYTES, request_head, simple_post
 from injector.server import Server
 from tests.conftest import start_server
 from tests.helpers import admission_fixture
@@ -116,6 +116,23 @@ def test_a_body_over_the_limit_or_a_huge_head_is_aiohttps() -> None:
     assert simple_post(request(headers=[HOST, LENGTH, padding]), LIMIT) == BODY
     huge = request(headers=[HOST, LENGTH, *[padding] * (MAX_HEAD_BYTES // 8000 + 1)])
     assert simple_post(huge, LIMIT) is None
+
+
+def test_every_prefix_of_the_shape_waits_for_more_and_other_requests_are_declined_at_once() -> None:
+    data = request()
+    end = data.index(b"\r\n\r\n") + 4
+    head = (end, len(data))
+    scanned = 0
+    for cut in range(len(data) + 1):
+        prefix = data[:cut]
+        found = request_head(prefix, LIMIT, scanned)
+        assert found == (INCOMPLETE if cut < end else head), cut
+        assert found == request_head(prefix, LIMIT)  # searching on from `scanned` finds the same
+        if found == INCOMPLETE:
+            scanned = cut  # as the guard calls it: nothing found in those bytes
+    for other in (b"GET /mutate", b"POST /validate", b"PUT", b"P0ST", b"\r\n"):
+        assert request_head(other, LIMIT) == DECLINED
+    assert request_head(b"POST /mutate?x" + b"a" * MAX_HEAD_BYTES, LIMIT) == DECLINED
 
 
 def aiohttp_parse(data: bytes) -> list[tuple[str, str, bytes]]:
@@ -238,36 +255,46 @@ def decisions(server: Server) -> int:
     return sum(server.injector.metrics.decisions.counts.values())
 
 
-async def test_a_whole_request_is_answered_on_the_fast_path_as_aiohttp_answers_it(
+async def test_a_request_in_several_reads_is_answered_on_the_fast_path_as_aiohttp_answers_it(
     server: Server,
 ) -> None:
-    """One write (a request in one TLS record, as wrk and most clients send it) takes
-    the fast path; the same request in two writes goes through aiohttp. Same status,
-    headers (but the date) and body, one decision counted each."""
+    """One write (one TLS record, as wrk sends it) or several (as Go's net/http writes
+    a body larger than its 4 KiB buffer) take the fast path; a request of another shape
+    first (here a Connection header) puts the connection on aiohttp's path for good. Same
+    status, headers (but the date) and body either way, one decision counted each."""
     reader, writer = await connect(server)
     writer.write(request())
     await writer.drain()
     fast = await read_answer(reader)
     assert (fast_count(server), decisions(server)) == (1, 1)
-    writer.write(request())  # still fast: the connection never went to aiohttp
-    await writer.drain()
-    assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
-    assert (fast_count(server), decisions(server)) == (2, 2)
+    data = request()
+    for cut in (1, 12, 40, data.index(b"\r\n\r\n") + 2, data.index(b"\r\n\r\n") + 4, 5000):
+        writer.write(data[:cut])  # the head cut anywhere, then the body
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(data[cut:])
+        await writer.drain()
+        assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
+    assert (fast_count(server), decisions(server)) == (7, 7)
     writer.close()
 
     reader, writer = await connect(server)
-    data = request()
-    writer.write(data[:100])
+    writer.write(request(headers=[HOST, LENGTH, b"Content-Type: application/json", b"X-A: 1"]))
     await writer.drain()
-    await asyncio.sleep(0.05)
-    writer.write(data[100:])
+    assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
+    assert (fast_count(server), decisions(server)) == (8, 8)
+    writer.write(
+        request(
+            headers=[HOST, LENGTH, b"Content-Type: application/json", b"Connection: keep-alive"]
+        )
+    )
     await writer.drain()
     slow = await read_answer(reader)
-    assert (fast_count(server), decisions(server)) == (2, 3)
+    assert (fast_count(server), decisions(server)) == (8, 9)
     writer.write(request())  # this connection is aiohttp's from now on
     await writer.drain()
     assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
-    assert (fast_count(server), decisions(server)) == (2, 4)
+    assert (fast_count(server), decisions(server)) == (8, 10)
     writer.close()
 
     assert fast[0] == slow[0] == b"HTTP/1.1 200 OK\r\n"
@@ -277,6 +304,71 @@ async def test_a_whole_request_is_answered_on_the_fast_path_as_aiohttp_answers_i
     assert list(fast[1]) == list(slow[1])  # the same order
     assert fast[2] == slow[2]
     assert json.loads(fast[2])["response"]["patchType"] == "JSONPatch"
+
+
+async def test_a_request_arriving_across_the_keep_alive_timeout_is_answered(
+    server: Server,
+) -> None:
+    """aiohttp's keep-alive timer (0.6 s here, armed at connection_made) knows nothing
+    of a request the guard is reading: it must not close the connection under it."""
+    reader, writer = await connect(server)
+    data = request()
+    await asyncio.sleep(0.4)
+    writer.write(data[:300])
+    await writer.drain()
+    await asyncio.sleep(0.5)  # past the connection's first keep-alive deadline
+    writer.write(data[300:])
+    await writer.drain()
+    assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
+    writer.close()
+    assert fast_count(server) == 1
+
+
+async def test_a_slow_body_still_gets_408_from_aiohttp(tmp_path: Path) -> None:
+    """Headers then part of the body, then nothing: kept until the header deadline,
+    then aiohttp's handler waits its own read timeout and answers 408."""
+    server, _ = await start_server(tmp_path, read_timeout=0.3)
+    try:
+        reader, writer = await connect(server)
+        started = time.monotonic()
+        writer.write(request()[:-100])
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 3.0)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert 0.5 < time.monotonic() - started < 2.0  # both timeouts, one after the other
+        assert (fast_count(server), decisions(server)) == (0, 0)
+    finally:
+        await server.stop()
+
+
+async def test_a_head_that_never_ends_is_cut_at_the_header_deadline(tmp_path: Path) -> None:
+    server, _ = await start_server(tmp_path, read_timeout=0.3)
+    try:
+        reader, writer = await connect(server)
+        started = time.monotonic()
+        writer.write(request()[:60])
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 3.0) == b""
+        writer.close()
+        assert 0.25 < time.monotonic() - started < 1.5
+    finally:
+        await server.stop()
+
+
+async def test_a_client_gone_mid_request_leaves_nothing_behind(server: Server) -> None:
+    for _ in range(5):
+        _reader, writer = await connect(server)
+        writer.write(request()[:-100])
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    reader, writer = await connect(server)  # the server still answers
+    writer.write(request())
+    await writer.drain()
+    assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
+    writer.close()
+    assert (fast_count(server), decisions(server)) == (1, 1)
 
 
 async def test_a_refused_body_of_the_fast_shape_is_answered_by_aiohttp(server: Server) -> None:

@@ -20,28 +20,28 @@ from hypothesis import strategies as st
 from injector.fastpath import DECLINED, INCOMPLETE, MAX_HEAD_BYTES, request_head, simple_post
 from injector.server import Server
 from tests.conftest import start_server
-from tests.helpers import admission_fixture
+from tests.helpers import FIXTURES, admission_fixture
 
 BODY = json.dumps(admission_fixture("server-mesher"), separators=(",", ":")).encode()
 LIMIT = 4 * 1024 * 1024
 HOST = b"Host: localhost"
 
 
+# The request line and headers a real kube-apiserver sent (recorded).
+RECORDED = json.loads((FIXTURES / "admission" / "_request-line-and-headers.json").read_text())
+
+
 def request(
     body: bytes = BODY,
     *,
-    line: bytes = b"POST /mutate?timeout=10s HTTP/1.1",
+    line: bytes = b"POST " + RECORDED["path"].encode() + b" HTTP/1.1",
     headers: list[bytes] | None = None,
 ) -> bytes:
-    """A request as the API server sends one (Go's net/http header set)."""
+    """A request as the API server sends one: the recorded headers, in their order."""
     if headers is None:
         headers = [
-            b"Host: mesher-injector.mesher-injector.svc:443",
-            b"User-Agent: kube-apiserver-admission",
-            b"Content-Length: %d" % len(body),
-            b"Accept: application/json, */*",
-            b"Content-Type: application/json",
-            b"Accept-Encoding: gzip",
+            f"{name}: {len(body) if name == 'Content-Length' else value}".encode()
+            for name, value in RECORDED["headers"].items()
         ]
     return line + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
 

@@ -1,5 +1,10 @@
 """The aiohttp shell: POST /mutate on the TLS port; /metrics, /healthz, /readyz and
-/template on the plain admin port. No decision logic lives here."""
+/template on the plain admin port. No decision logic lives here.
+
+The API server's usual POST /mutate is answered on the fast path (`FastMutate`, called
+by guard.ConnectionGuard for requests of the shape in fastpath.py), everything else by
+aiohttp's handler (`WebhookHandler`); both decide with `_answer` and report with
+`_record`, so an admission's answer, metrics and log line do not depend on the path."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import math
 import os
 import re
 import sys
@@ -52,6 +53,39 @@ def port_number(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
     return port
+
+
+def _seconds(text: str, *, zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError(
+            f"{text} seconds: give a number {'>= 0' if zero else '> 0'}"
+        )
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A timeout: more than 0 seconds (0 would close every keep-alive connection at once,
+    or time every request out)."""
+    return _seconds(text, zero=False)
+
+
+def seconds(text: str) -> float:
+    """A wait that may be none: 0 seconds or more."""
+    return _seconds(text, zero=True)
+
+
+def positive_bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} bytes: give a number > 0")
+    return value
 
 
 def _serve_parser(sub: Any) -> None:
@@ -112,7 +146,7 @@ def _serve_parser(sub: Any) -> None:
     )
     opt(
         "--watch-read-timeout",
-        type=float,
+        type=positive_seconds,
         default=d.watch_read_timeout,
         help="seconds of silence before the ConfigMap watch reconnects",
     )
@@ -124,29 +158,32 @@ def _serve_parser(sub: Any) -> None:
         help="the lowest level logged",
     )
     opt(
-        "--max-body-bytes", type=int, default=d.max_body_bytes, help="largest request body accepted"
+        "--max-body-bytes",
+        type=positive_bytes,
+        default=d.max_body_bytes,
+        help="largest request body accepted",
     )
     opt(
         "--read-timeout",
-        type=float,
+        type=positive_seconds,
         default=d.read_timeout,
         help="seconds a client has for a request's headers, and again for its body",
     )
     opt(
         "--keepalive-timeout",
-        type=float,
+        type=positive_seconds,
         default=d.keepalive_timeout,
         help="seconds an idle keep-alive connection stays open",
     )
     opt(
         "--shutdown-timeout",
-        type=float,
+        type=seconds,
         default=d.shutdown_timeout,
         help="seconds to finish in-flight requests",
     )
     opt(
         "--drain-seconds",
-        type=float,
+        type=seconds,
         default=d.drain_seconds,
         help="seconds not-ready before closing on SIGTERM",
     )

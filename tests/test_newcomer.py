@@ -82,6 +82,34 @@ def test_serve_refuses_a_port_outside_0_65535(port: str) -> None:
     assert "--port" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--keepalive-timeout", "0"),
+        ("--read-timeout", "-1"),
+        ("--watch-read-timeout", "nan"),
+        ("--read-timeout", "soon"),
+        ("--drain-seconds", "-5"),
+        ("--shutdown-timeout", "inf"),
+        ("--max-body-bytes", "0"),
+    ],
+)
+def test_serve_refuses_a_timeout_or_size_that_cannot_work(flag: str, value: str) -> None:
+    """0 s of keep-alive would close every connection after its first answer; a negative
+    or infinite wait, or a 0-byte body limit, would never work either."""
+    result = cli("serve", "--self-signed", flag, value)
+    assert result.returncode == 2
+    assert "usage: mesher-injector serve" in result.stderr
+    assert flag in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_waits_may_be_zero() -> None:
+    result = cli("serve", "--drain-seconds", "0", "--shutdown-timeout", "0")
+    assert result.returncode == 1  # past the flags: no TLS material given
+    assert "--self-signed" in result.stderr
+
+
 def test_check_template_reads_stdin_refuses_duplicate_keys_and_says_where(tmp_path: Path) -> None:
     assert cli("check-template", "-", stdin=DEFAULT_TEMPLATE.read_text()).returncode == 0
     duplicated = "containers:\n- name: m\n  image: x\n  image: y\n"

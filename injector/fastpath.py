@@ -85,13 +85,6 @@ def request_head(data: bytes | bytearray, max_body: int, scanned: int = 0) -> tu
     return end + 4, end + 4 + length
 
 
-def simple_post(data: bytes, max_body: int) -> bytes | None:
-    """The body of `data` when `data` is exactly one complete request of the shape;
-    else None."""
-    start, length = request_head(data, max_body)
-    return data[start:] if start >= 0 and length == len(data) else None
-
-
 _OK = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
     b"Date: %b\r\nServer: " + SERVER_SOFTWARE.encode() + b"\r\n\r\n%b"

@@ -174,7 +174,7 @@ async def mutate(raw: bytes, injector: Injector) -> web.StreamResponse:
     review, outcome = result.review, result.outcome
     if outcome is None or review is None:
         return _refuse(injector, result.status, result.refusal, result.error)
-    _record(injector, review, outcome, result, started)
+    _record(injector, review, outcome, result.failure, started)
     return web.Response(body=result.body, content_type="application/json")
 
 
@@ -197,7 +197,7 @@ class FastMutate:
             review, outcome = result.review, result.outcome
             if outcome is None or review is None:
                 return None
-            _record(injector, review, outcome, result, started, fast=True)
+            _record(injector, review, outcome, result.failure, started, fast=True)
             return fast_response(result.body)
         except Exception:  # never here by design; aiohttp's path then answers
             injector.log.exception("fast_path_failed")
@@ -211,14 +211,15 @@ def _record(
     injector: Injector,
     review: Review,
     outcome: Outcome,
-    result: Answer,
+    failure: Exception | None,
     started: float,
     *,
     fast: bool = False,
 ) -> None:
-    """A decision's metrics and its one log line (`review`, `outcome`: `result`'s)."""
-    if result.failure is not None:
-        injector.log.error("decision_failed", uid=review.uid, exc_info=result.failure)
+    """A decision's metrics and its one log line (`failure`: the bug behind an
+    internal-error denial)."""
+    if failure is not None:
+        injector.log.error("decision_failed", uid=review.uid, exc_info=failure)
     elapsed = time.perf_counter() - started
     injector.metrics.observe_decision(outcome, elapsed, fast=fast)
     facts = pod_facts(review.request)

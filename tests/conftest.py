@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import shutil
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -55,6 +57,19 @@ async def start_server(tmp_path: Path, **overrides: object) -> tuple[Server, Pat
     server = Server(settings)
     await server.start()
     return server, template_file
+
+
+async def connect(
+    server: Server, *, sock: socket.socket | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection to the webhook port, trusting the server's self-signed CA (over
+    `sock` when given: a socket already connected to it)."""
+    ctx = ssl.create_default_context(cafile=str(server.ca_file))
+    if sock is not None:
+        return await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname="localhost")
+    return await asyncio.open_connection(
+        "127.0.0.1", server.port, ssl=ctx, server_hostname="localhost"
+    )
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,9 +16,9 @@ from aiohttp.http_parser import HttpRequestParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from injector.fastpath import DECLINED, INCOMPLETE, MAX_HEAD_BYTES, request_head, simple_post
+from injector.fastpath import DECLINED, INCOMPLETE, MAX_HEAD_BYTES, request_head
 from injector.server import Server
-from tests.conftest import start_server
+from tests.conftest import connect, start_server
 from tests.helpers import FIXTURES, admission_fixture
 
 BODY = json.dumps(admission_fixture("server-mesher"), separators=(",", ":")).encode()
@@ -44,6 +43,13 @@ def request(
             for name, value in RECORDED["headers"].items()
         ]
     return line + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+def simple_post(data: bytes, max_body: int) -> bytes | None:
+    """The body the fast path answers when `data` is everything a connection sent: the
+    body of exactly one complete request of the shape, else None."""
+    start, length = request_head(data, max_body)
+    return data[start:] if start >= 0 and length == len(data) else None
 
 
 def test_the_api_servers_request_is_taken() -> None:
@@ -228,13 +234,6 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     server, _ = await start_server(tmp_path, keepalive_timeout=0.6)
     yield server
     await server.stop()
-
-
-async def connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    ctx = ssl.create_default_context(cafile=str(server.ca_file))
-    return await asyncio.open_connection(
-        "127.0.0.1", server.port, ssl=ctx, server_hostname="localhost"
-    )
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
@@ -441,8 +440,7 @@ async def test_a_client_that_does_not_read_its_answers_gets_them_all_in_order(
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: fills fast
     sock.connect(("127.0.0.1", server.port))
-    ctx = ssl.create_default_context(cafile=str(server.ca_file))
-    reader, writer = await asyncio.open_connection(sock=sock, ssl=ctx, server_hostname="localhost")
+    reader, writer = await connect(server, sock=sock)
     review = admission_fixture("server-mesher")
     total = 600
 

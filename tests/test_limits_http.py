@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import structlog
 
 from injector.server import Server
-from tests.conftest import start_server
+from tests.conftest import connect, start_server
 from tests.helpers import admission_fixture
 
 READ_TIMEOUT = 0.4
@@ -27,13 +26,6 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
     server, _ = await start_server(tmp_path, read_timeout=READ_TIMEOUT, keepalive_timeout=0.6)
     yield server
     await server.stop()
-
-
-async def connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    ctx = ssl.create_default_context(cafile=str(server.ca_file))
-    return await asyncio.open_connection(
-        "127.0.0.1", server.port, ssl=ctx, server_hostname="localhost"
-    )
 
 
 def head(length: int = len(BODY)) -> bytes:

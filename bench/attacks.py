@@ -8,6 +8,7 @@ tests/test_memory.py runs them all against one server and asserts the bounds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -239,6 +240,60 @@ async def run(server: ServerProcess, attack: Attack, *, probe: bool = False) -> 
     return result
 
 
+@dataclass
+class StallResult:
+    statuses: dict[int, int] = field(default_factory=dict)  # what each stalled client got
+    probe_status: int = 0  # a normal admission's, on a new connection during the stall
+    probe_ms: float = 0.0
+    peak_rss_mib: float = 0.0  # the server's, while the bodies were held
+
+
+async def stalled_bodies(
+    server: ServerProcess, *, connections: int = 64, body: int = 4 * MiB
+) -> StallResult:
+    """`connections` clients each send a request head announcing `body` bytes and all
+    but the last byte of it, then stall; meanwhile a normal admission is sent on a new
+    connection. Each client's answer: 429 at once (over the server's body budget), or
+    408 once the server's read timeout is up."""
+    ctx = ssl.create_default_context(cafile=str(server.ca_file))
+    head = (
+        "POST /mutate?timeout=5s HTTP/1.1\r\nHost: localhost\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {body}\r\n\r\n"
+    ).encode()
+    almost = b"x" * (body - 1)
+    result = StallResult()
+
+    async def stall() -> None:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.port, ssl=ctx, server_hostname="localhost"
+        )
+        try:
+            writer.write(head + almost)
+            # Refused at once, the server closes without reading the body.
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            status_line = await reader.readline()
+        except ConnectionError:
+            status_line = b""
+        finally:
+            writer.close()
+        status = int(status_line.split(b" ")[1]) if status_line.count(b" ") >= 2 else 0
+        result.statuses[status] = result.statuses.get(status, 0) + 1
+
+    stalls = [asyncio.create_task(stall()) for _ in range(connections)]
+    await asyncio.sleep(1.0)  # every client has sent what it will send
+    url = f"https://localhost:{server.port}/mutate"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
+        started = time.perf_counter()
+        async with session.post(url, data=FIXTURE.read_bytes(), headers=HEADERS) as resp:
+            await resp.read()
+            result.probe_status = resp.status
+        result.probe_ms = (time.perf_counter() - started) * 1000
+    result.peak_rss_mib = server.peak_rss_mib()
+    await asyncio.gather(*stalls)
+    return result
+
+
 def main() -> None:
     print(
         "| attack | answers | largest answer | peak RSS (VmHWM) | time | normal request p50 / max meanwhile |"
@@ -262,6 +317,22 @@ def main() -> None:
                 f"{statistics.median(probe):.1f} / {max(probe):.1f} ms |"
                 + (f" {tracebacks} tracebacks!" if tracebacks else "")
             )
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start(Path(tmp))
+        try:
+            idle = server.peak_rss_mib()
+            started = time.perf_counter()
+            stalled = asyncio.run(stalled_bodies(server))
+            seconds = time.perf_counter() - started
+            peak = server.peak_rss_mib()
+        finally:
+            server.stop()
+        statuses = ", ".join(f"{n}x {s}" for s, n in sorted(stalled.statuses.items()))
+        print(
+            f"| 64 clients each stalling a 4 MiB body (less one byte) | {statuses} | - | "
+            f"{peak:.0f} MiB (idle {idle:.0f}) | {seconds:.1f} s | "
+            f"one normal admission: {stalled.probe_status} in {stalled.probe_ms:.1f} ms |"
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from injector import __version__, cli_cluster, logs
+from injector import __version__, cli_cluster, limits, logs
 from injector.manual import ManualInjectionError, inject_documents
 from injector.settings import DEFAULT_TEMPLATE_FILE, Settings, env_name
 from injector.template import Template, TemplateError, load_template, sample_context
@@ -164,10 +164,18 @@ def _serve_parser(sub: Any) -> None:
         help="largest request body accepted",
     )
     opt(
+        "--max-body-bytes-in-flight",
+        type=positive_bytes,
+        default=d.max_body_bytes_in_flight,
+        help="request body bytes held at once across all connections; a body past it "
+        "gets 429 with Retry-After (at least 4/3 of --max-body-bytes: bodies over 256 KiB "
+        "may fill only three quarters)",
+    )
+    opt(
         "--read-timeout",
         type=positive_seconds,
         default=d.read_timeout,
-        help="seconds a client has for a request's headers, and again for its body",
+        help="seconds a client has for a whole request, from its first byte to its last",
     )
     opt(
         "--keepalive-timeout",
@@ -408,11 +416,20 @@ def run_serve(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         log_level=args.log_level,
         max_body_bytes=int(args.max_body_bytes),
+        max_body_bytes_in_flight=int(args.max_body_bytes_in_flight),
         read_timeout=float(args.read_timeout),
         keepalive_timeout=float(args.keepalive_timeout),
         shutdown_timeout=float(args.shutdown_timeout),
         drain_seconds=float(args.drain_seconds),
     )
+    large_share = int(settings.max_body_bytes_in_flight * limits.LARGE_BODIES_SHARE)
+    if settings.max_body_bytes > large_share:
+        raise CliError(
+            f"--max-body-bytes-in-flight ({settings.max_body_bytes_in_flight}) leaves "
+            f"{large_share} bytes for large bodies (a share is kept for ordinary ones), "
+            f"less than --max-body-bytes ({settings.max_body_bytes}): the largest body "
+            "could never be read"
+        )
     if not settings.self_signed and not (settings.tls_cert and settings.tls_key):
         raise CliError("serve needs --tls-cert and --tls-key, or --self-signed for local use")
     logs.configure(log_format=settings.log_format, level=settings.log_level)

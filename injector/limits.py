@@ -14,6 +14,20 @@ from collections.abc import Iterable
 # The API server accepts request bodies up to 3 MiB; the AdmissionReview around the
 # (defaulted) object adds a little. Bigger bodies get 413 and are never read whole.
 MAX_BODY_BYTES = 4 * 1024 * 1024
+# Request bodies held at once, across all connections: any pod that can reach the port
+# can open connections and stall a body each, and the Deployment's memory limit is
+# 256Mi. A body that would take the total past this is refused at once (429 with
+# Retry-After, which the API server retries within its webhook timeout). 32 MiB is
+# eight largest bodies, or hundreds of ordinary pods at a time.
+MAX_BODY_BYTES_IN_FLIGHT = 32 * 1024 * 1024
+# Bodies over this size (no ordinary pod's: a few KiB, tens with many containers) may fill
+# only LARGE_BODIES_SHARE of that budget, so a flood of large stalled bodies always
+# leaves room for the API server's ordinary requests (so the budget must be at least
+# 4/3 of MAX_BODY_BYTES).
+LARGE_BODY_BYTES = 256 * 1024
+LARGE_BODIES_SHARE = 0.75
+# What a 429 tells the client to wait before it asks again.
+RETRY_AFTER_S = 1
 # servicePorts items parsed: a pod listens on a handful of ports, never thousands.
 MAX_SERVICE_PORTS = 64
 # Containers and init containers of a pod we inject: one env op per app container, so
@@ -49,9 +63,9 @@ RENDER_CACHE_BYTES = 1024 * 1024
 
 # --- how long a client may take ----------------------------------------------------
 
-# From the first byte of a request to its last header, and again for its body: the API
-# server sends a request at once, and gives up on it after its webhook timeout (ours 5 s,
-# at most 30 s), so a slower client is not the API server.
+# From the first byte of a request to its last body byte: the API server sends a
+# request at once, and gives up on it after its webhook timeout (ours 5 s, at most 30 s),
+# so a slower client is not the API server.
 READ_TIMEOUT_S = 10.0
 # An idle keep-alive connection is closed after this: longer than the API server's own
 # idle timeout (Go's transport, 90 s), so the client closes first and never races us.

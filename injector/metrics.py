@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import os
-import time
-from collections.abc import Iterator
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import (
-    CounterMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
 
 from injector import __version__
 from injector.admission import REASONS, Outcome, Reason
@@ -56,7 +43,9 @@ class Metrics:
     __slots__ = (
         "_failing_shown",
         "_template_labels",
+        "admission_duration",
         "bad_requests",
+        "body_bytes_in_flight",
         "decisions",
         "ready",
         "registry",
@@ -95,12 +84,30 @@ class Metrics:
             ["template"],
             registry=r,
         )
-        self.decisions = Decisions()
-        r.register(self.decisions)
+        self.decisions = Counter(
+            "mesher_injector_decisions",
+            "Admission decisions by decision and reason.",
+            ["decision", "reason"],
+            registry=r,
+        )
+        for reason, decision in REASONS.items():  # every series from the start, at 0
+            self.decisions.labels(decision=decision, reason=reason)
+        self.admission_duration = Histogram(
+            "mesher_injector_admission_duration_seconds",
+            "Time to decide and answer one AdmissionReview, in seconds.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.bad_requests = Counter(
             "mesher_injector_bad_requests",
             "Requests to /mutate answered with an HTTP 4xx, by reason.",
             ["reason"],
+            registry=r,
+        )
+        self.body_bytes_in_flight = Gauge(
+            "mesher_injector_request_body_bytes_in_flight",
+            "Request body bytes held now across all connections (the budget is "
+            "--max-body-bytes-in-flight; past it, 429).",
             registry=r,
         )
         self.template_info = Gauge(
@@ -148,11 +155,16 @@ class Metrics:
             registry=r,
         )
 
-    def observe_decision(self, outcome: Outcome, seconds: float, *, fast: bool = False) -> None:
-        """`fast`: answered on the webhook's fast path (injector/fastpath.py)."""
-        self.decisions.observe(outcome.reason, seconds)
-        if fast:
-            self.decisions.fast += 1
+    def observe_decision(self, outcome: Outcome, seconds: float) -> None:
+        self.decisions.labels(decision=outcome.decision, reason=outcome.reason).inc()
+        self.admission_duration.observe(seconds)
+
+    def decided(self, reason: Reason) -> int:
+        """How many decisions were made for `reason` (what /metrics shows)."""
+        value = self.registry.get_sample_value(
+            "mesher_injector_decisions_total", {"decision": REASONS[reason], "reason": reason}
+        )
+        return int(value or 0)
 
     def observe_serving(self, serving: Serving) -> None:
         self.tls_cert_expiry.set(serving.not_after)
@@ -184,66 +196,3 @@ class Metrics:
         if not keep_failing and name in self._failing_shown:
             self._failing_shown.discard(name)
             self.reload_failing.remove(name)
-
-
-# The `le` labels as prometheus_client's Histogram writes them.
-_LE = [str(floatToGoString(b)) for b in LATENCY_BUCKETS] + ["+Inf"]  # type: ignore[no-untyped-call]
-
-
-def _created_series() -> bool:
-    """prometheus_client's own rule for the `_created` series."""
-    setting = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False")
-    return setting.lower() not in ("true", "1", "t")
-
-
-class Decisions(Collector):
-    """`mesher_injector_decisions_total{decision,reason}` and the admission latency
-    histogram, exposed as prometheus_client's Counter and Histogram would expose them but
-    kept as plain numbers: counting an admission is three additions and a bisect, no
-    locks (about 3 us an admission under load, bench/RESULTS.md). Only the event loop
-    writes them; scrapes read them on the same loop."""
-
-    def __init__(self) -> None:
-        self.counts: dict[Reason, int] = dict.fromkeys(REASONS, 0)
-        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
-        self.sum = 0.0
-        self.fast = 0  # of them, answered on the fast path
-        self.created = time.time()
-
-    def observe(self, reason: Reason, seconds: float) -> None:
-        self.counts[reason] += 1
-        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.sum += seconds
-
-    def count(self, reason: Reason) -> int:
-        return self.counts[reason]
-
-    def collect(self) -> Iterator[Metric]:
-        created = self.created if _created_series() else None
-        decisions = CounterMetricFamily(
-            "mesher_injector_decisions",
-            "Admission decisions by decision and reason.",
-            labels=["decision", "reason"],
-        )
-        for reason, n in self.counts.items():
-            decisions.add_metric([REASONS[reason], reason], n, created=created)
-        yield decisions
-        fast = CounterMetricFamily(
-            "mesher_injector_fast_path_admissions",
-            "Admission decisions answered on the webhook's fast path, without aiohttp's "
-            "request cycle (the others took it: a request of another shape, or a "
-            "connection that once sent one).",
-        )
-        fast.add_metric([], self.fast, created=created)
-        yield fast
-        latency = HistogramMetricFamily(
-            "mesher_injector_admission_duration_seconds",
-            "Time to decide and answer one AdmissionReview, in seconds.",
-        )
-        cumulative = list(itertools.accumulate(self.buckets))
-        latency.add_metric([], list(zip(_LE, cumulative, strict=True)), sum_value=self.sum)
-        if created is not None:
-            latency.samples.append(
-                Sample("mesher_injector_admission_duration_seconds_created", {}, created)
-            )
-        yield latency

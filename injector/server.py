@@ -1,10 +1,6 @@
-"""The aiohttp shell: POST /mutate on the TLS port; /metrics, /healthz, /readyz and
-/template on the plain admin port. No decision logic lives here.
-
-The API server's usual POST /mutate is answered on the fast path (`FastMutate`, called
-by guard.ConnectionGuard for requests of the shape in fastpath.py), everything else by
-aiohttp's handler (`WebhookHandler`); both decide with `_answer` and report with
-`_record`, so an admission's answer, metrics and log line do not depend on the path."""
+"""The aiohttp shell: POST /mutate and /validate-template on the TLS port (aiohttp's
+low-level server, guarded by injector/guard.py); /metrics, /healthz, /readyz and
+/template on the plain admin port. No decision logic lives here."""
 
 from __future__ import annotations
 
@@ -16,6 +12,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from injector import __version__, limits, logs
 from injector.admission import Answer, Outcome, Review, answer, pod_facts
-from injector.fastpath import response as fast_response
-from injector.guard import ConnectionGuard, GuardedSite, quiet_server_logger
+from injector.guard import BodyBudget, ConnectionGuard, listen, quiet_server_logger
 from injector.limits import clip
 from injector.metrics import Metrics
 from injector.settings import DEFAULT_CONFIGMAP_NAME, ConfigMapRef, Settings, own_namespace
@@ -103,53 +99,81 @@ class Injector:
 INJECTOR = web.AppKey("injector", Injector)
 
 
-def _refuse(injector: Injector, status: int, reason: str, message: str) -> web.Response:
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An HTTP error answer to a request (not an admission decision)."""
+
+    status: int
+    reason: str  # the bad_requests metric's label
+    message: str
+
+
+class ClientGone(Exception):
+    """The client went away before its request was all in."""
+
+
+def _refuse(
+    injector: Injector,
+    status: int,
+    reason: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     """An HTTP error answer (not an admission decision): counted, one short log line."""
     message = clip(message, limits.MAX_MESSAGE_CHARS)  # the same cap as admission's refusals
     injector.metrics.bad_requests.labels(reason=reason).inc()
     injector.log.warning("bad_request", status=status, reason=reason, error=message)
-    return web.json_response({"error": message}, status=status)
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
-async def read_body(
-    request: web.BaseRequest, injector: Injector, read_timeout: float
-) -> bytes | web.Response:
-    """The body of a POST to the webhook, or the HTTP error answer for it (bounded in
-    size and time, never inflated)."""
-    headers = request.headers
-    encoding = (headers.get("Content-Encoding") or "").strip().lower()
+def check_head(request: web.BaseRequest, max_body_bytes: int) -> int | Refusal:
+    """How many body bytes a POST to a webhook may bring (its Content-Length, or the
+    limit when it is chunked), or the HTTP error answer for its head."""
+    encoding = (request.headers.get("Content-Encoding") or "").strip().lower()
     if encoding not in ("", "identity"):
         # Never inflated: the API server does not compress request bodies, and a small
         # compressed body can inflate to gigabytes.
-        return _refuse(
-            injector,
+        return Refusal(
             415,
             "content-encoding",
             f"Content-Encoding {encoding!r} is not accepted: send the body uncompressed",
         )
-    # What the API server sends, compared as it is; anything else (parameters, case) is
-    # parsed by aiohttp, which costs more than the rest of reading the body.
-    if headers.get("Content-Type") != "application/json" and (
-        request.content_type != "application/json"
-    ):
-        return _refuse(
-            injector,
+    if request.content_type != "application/json":
+        return Refusal(
             400,
             "content-type",
             f"Content-Type must be application/json, got {request.content_type!r}",
         )
+    length = request.content_length
+    if length is not None and length > max_body_bytes:
+        return Refusal(
+            413,
+            "too-large",
+            f"the request body ({length} bytes) is over the limit of {max_body_bytes} bytes",
+        )
+    return max_body_bytes if length is None else length
+
+
+async def read_body(request: web.BaseRequest, *, limit: int, deadline: float) -> bytes | Refusal:
+    """The body of a POST to a webhook, read by the request's deadline (loop time) and
+    never past `limit` bytes (never inflated), or the refusal for it."""
+    chunks: list[bytes] = []
+    size = 0
     try:
-        if request.content.is_eof():  # all there (the usual case): no timer to arm
-            return await request.read()
-        async with asyncio.timeout(read_timeout):
-            return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        return _refuse(injector, 413, "too-large", exc.text or "request body too large")
+        async with asyncio.timeout_at(deadline):
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    return Refusal(
+                        413, "too-large", f"the request body is over the limit of {limit} bytes"
+                    )
+                chunks.append(chunk)
     except TimeoutError:
-        return _refuse(injector, 408, "body-timeout", "the request body did not arrive in time")
+        return Refusal(408, "body-timeout", "the request body did not arrive in time")
     except (ConnectionError, aiohttp.ClientError) as exc:
-        _client_gone(injector, str(exc) or type(exc).__name__)
-        raise web.HTTPBadRequest() from None  # nobody reads it: the connection is gone
+        raise ClientGone(str(exc) or type(exc).__name__) from None
+    return b"".join(chunks)
 
 
 def _client_gone(injector: Injector, error: str) -> None:
@@ -178,50 +202,19 @@ async def mutate(raw: bytes, injector: Injector) -> web.StreamResponse:
     return web.Response(body=result.body, content_type="application/json")
 
 
-class FastMutate:
-    """The webhook's fast path (injector/fastpath.py, guard.FastPath)."""
-
-    __slots__ = ("injector",)
-
-    def __init__(self, injector: Injector) -> None:
-        self.injector = injector
-
-    def answer(self, request: bytes, body_start: int) -> bytes | None:
-        """For one whole POST /mutate of the usual shape, the answer when its body gets a
-        decision (counted and logged as `mutate` does); None for aiohttp to handle it (a
-        refusal included: aiohttp's path answers, counts and logs it as before)."""
-        injector = self.injector
-        try:
-            started = time.perf_counter()
-            result = _answer(request[body_start:], injector)
-            review, outcome = result.review, result.outcome
-            if outcome is None or review is None:
-                return None
-            _record(injector, review, outcome, result.failure, started, fast=True)
-            return fast_response(result.body)
-        except Exception:  # never here by design; aiohttp's path then answers
-            injector.log.exception("fast_path_failed")
-            return None
-
-    def abandoned(self) -> None:
-        _client_gone(self.injector, "the connection closed before the request body was in")
-
-
 def _record(
     injector: Injector,
     review: Review,
     outcome: Outcome,
     failure: Exception | None,
     started: float,
-    *,
-    fast: bool = False,
 ) -> None:
     """A decision's metrics and its one log line (`failure`: the bug behind an
     internal-error denial)."""
     if failure is not None:
         injector.log.error("decision_failed", uid=review.uid, exc_info=failure)
     elapsed = time.perf_counter() - started
-    injector.metrics.observe_decision(outcome, elapsed, fast=fast)
+    injector.metrics.observe_decision(outcome, elapsed)
     facts = pod_facts(review.request)
     fields = {
         "uid": review.uid,
@@ -236,13 +229,13 @@ def _record(
         "template_revision": outcome.revision,
         "dry_run": review.request.get("dryRun") is True,
         "warnings": len(outcome.warnings),
-        "duration_ms": int(elapsed * 1e6 + 0.5) / 1000,  # round(x, 3) costs 1 us here
+        "duration_ms": round(elapsed * 1000, 3),
     }
-    level = "info"
     if outcome.decision == "denied":
-        fields["message"] = outcome.message
-        level = "warning"  # a pod was refused: someone must look
-    logs.info(injector.log, "admission", fields, level=level)
+        # a pod was refused: someone must look
+        injector.log.warning("admission", **fields, message=outcome.message)
+    else:
+        injector.log.info("admission", **fields)
 
 
 async def validate_template(raw: bytes, injector: Injector) -> web.StreamResponse:
@@ -271,17 +264,35 @@ WEBHOOKS: dict[str, Webhook] = {"/mutate": mutate, "/validate-template": validat
 
 
 class WebhookHandler:
-    """The TLS port's request handler, on aiohttp's low-level server: two fixed paths
-    need no router, application or middleware chain (a few per cent of every
-    admission's CPU, bench/RESULTS.md)."""
+    """The TLS port's request handler, on aiohttp's low-level server (two fixed paths
+    need no router or application): bounds the body, then runs the path's webhook."""
 
-    __slots__ = ("injector", "read_timeout")
+    __slots__ = ("budget", "injector", "max_body_bytes", "read_timeout")
 
-    def __init__(self, injector: Injector, *, read_timeout: float) -> None:
+    def __init__(
+        self, injector: Injector, *, max_body_bytes: int, read_timeout: float, budget: BodyBudget
+    ) -> None:
         self.injector = injector
+        self.max_body_bytes = max_body_bytes
         self.read_timeout = read_timeout
+        self.budget = budget
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        guard = ConnectionGuard.of(request)
+        if guard is not None:
+            deadline = guard.headers_received()
+        else:
+            deadline = asyncio.get_running_loop().time() + self.read_timeout
+        try:
+            return await self._handle(request, deadline)
+        except ClientGone as exc:
+            _client_gone(self.injector, str(exc))
+            raise web.HTTPBadRequest() from None  # nobody reads it: the connection is gone
+        finally:
+            if guard is not None:
+                guard.request_done()
+
+    async def _handle(self, request: web.BaseRequest, deadline: float) -> web.StreamResponse:
         webhook = WEBHOOKS.get(request.path)
         if webhook is None:
             return web.json_response(
@@ -291,41 +302,53 @@ class WebhookHandler:
             return web.json_response(
                 {"error": f"{request.path} takes POST"}, status=405, headers={"Allow": "POST"}
             )
-        guard = ConnectionGuard.of(request)
-        if guard is not None:
-            guard.headers_received()  # no header deadline while a webhook runs
+        injector = self.injector
+        size = check_head(request, self.max_body_bytes)
+        if isinstance(size, Refusal):
+            return _refuse(injector, size.status, size.reason, size.message)
+        if not self.budget.take(size):
+            return _refuse(
+                injector,
+                429,
+                "over-budget",
+                f"too many request bytes in flight (a {size}-byte body would take them past "
+                f"{self.budget.limit}): try again",
+                headers={"Retry-After": str(limits.RETRY_AFTER_S)},
+            )
         try:
-            raw = await read_body(request, self.injector, self.read_timeout)
-            if isinstance(raw, web.Response):
-                return raw
-            return await webhook(raw, self.injector)
+            raw = await read_body(request, limit=size, deadline=deadline)
+            if isinstance(raw, Refusal):
+                return _refuse(injector, raw.status, raw.reason, raw.message)
+            return await webhook(raw, injector)
         finally:
-            if guard is not None:
-                guard.request_done()
+            self.budget.give_back(size)
 
 
 def webhook_server(
     injector: Injector,
     *,
     max_body_bytes: int = limits.MAX_BODY_BYTES,
+    max_body_bytes_in_flight: int = limits.MAX_BODY_BYTES_IN_FLIGHT,
     read_timeout: float = limits.READ_TIMEOUT_S,
-    **handler_options: Any,
+    keepalive_timeout: float = limits.KEEPALIVE_TIMEOUT_S,
 ) -> web.Server:
-    """aiohttp's low-level server for the TLS port (must be made in a running loop);
-    `handler_options` go to each connection's aiohttp RequestHandler."""
-    loop = asyncio.get_running_loop()
-
-    def make_request(
-        message: Any, payload: Any, protocol: Any, writer: Any, task: Any
-    ) -> web.BaseRequest:
-        return web.BaseRequest(
-            message, payload, protocol, writer, task, loop, client_max_size=max_body_bytes
-        )
-
+    """aiohttp's low-level server for the TLS port (made in a running loop)."""
+    budget = BodyBudget(
+        max_body_bytes_in_flight,
+        large=limits.LARGE_BODY_BYTES,
+        large_share=limits.LARGE_BODIES_SHARE,
+    )
+    injector.metrics.body_bytes_in_flight.set_function(lambda: budget.in_flight)
+    handler = WebhookHandler(
+        injector, max_body_bytes=max_body_bytes, read_timeout=read_timeout, budget=budget
+    )
     return web.Server(
-        WebhookHandler(injector, read_timeout=read_timeout),
-        request_factory=make_request,
-        **handler_options,
+        handler,
+        access_log=None,
+        keepalive_timeout=keepalive_timeout,
+        auto_decompress=False,  # never inflate a request body (415 instead)
+        lingering_time=0,  # a body left unread (413, 415, 429, 408) is not waited for: close
+        logger=quiet_server_logger(),
     )
 
 
@@ -432,6 +455,7 @@ class Server:
         self.ca_file: Path | None = None
         self._temp_dir: Path | None = None
         self._runners: list[web.BaseRunner] = []
+        self._listener: asyncio.Server | None = None
         self._api: ApiClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
@@ -513,38 +537,34 @@ class Server:
         self._tasks.append(asyncio.create_task(await self._template_watcher()))
         log = self.injector.log
         self._tasks.append(asyncio.create_task(_every(s.reload_interval, self._check_tls, log)))
-        self._tasks.append(asyncio.create_task(_every(0.2, logs.flush, log)))
 
         admin = web.AppRunner(admin_app(self.injector), access_log=None)
-        hook = web.ServerRunner(
+        await admin.setup()
+        self._runners.append(admin)
+        await web.TCPSite(admin, s.host, s.admin_port).start()
+        webhooks = web.ServerRunner(
             webhook_server(
                 self.injector,
                 max_body_bytes=s.max_body_bytes,
+                max_body_bytes_in_flight=s.max_body_bytes_in_flight,
                 read_timeout=s.read_timeout,
-                access_log=None,
                 keepalive_timeout=s.keepalive_timeout,
-                auto_decompress=False,  # never inflate a request body (415 instead)
-                lingering_time=0,  # a body left unread (413, 415, 408) is not waited for: close
-                logger=quiet_server_logger(),
             ),
             shutdown_timeout=s.shutdown_timeout,
         )
-        for runner in (admin, hook):
-            await runner.setup()
-            self._runners.append(runner)
-        await web.TCPSite(admin, s.host, s.admin_port).start()
-        await GuardedSite(
-            hook,
-            s.host,
-            s.port,
+        await webhooks.setup()
+        self._runners.append(webhooks)
+        assert webhooks.server is not None
+        self._listener = await listen(
+            webhooks.server,
+            host=s.host,
+            port=s.port,
             ssl_context=self.tls.listening,
-            header_timeout=s.read_timeout,
+            read_timeout=s.read_timeout,
             handshake_timeout=limits.TLS_HANDSHAKE_TIMEOUT_S,
-            fast=FastMutate(self.injector),
-            max_body=s.max_body_bytes,
-        ).start()
+        )
         self.admin_port = admin.addresses[0][1]
-        self.port = hook.addresses[0][1]
+        self.port = self._listener.sockets[0].getsockname()[1]
         self.injector.log.info(
             "serving",
             version=__version__,
@@ -564,6 +584,8 @@ class Server:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._listener is not None:
+            self._listener.close()  # no new connections; the runner finishes the open ones
         for runner in reversed(self._runners):
             await runner.cleanup()
         if self._api is not None:
@@ -571,7 +593,6 @@ class Server:
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
         self.injector.log.info("stopped")
-        logs.flush()
 
 
 async def serve(settings: Settings) -> None:

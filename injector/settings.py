@@ -51,6 +51,7 @@ class Settings:
     log_format: str = "json"
     log_level: str = "info"
     max_body_bytes: int = limits.MAX_BODY_BYTES
+    max_body_bytes_in_flight: int = limits.MAX_BODY_BYTES_IN_FLIGHT
     read_timeout: float = limits.READ_TIMEOUT_S
     keepalive_timeout: float = limits.KEEPALIVE_TIMEOUT_S
     shutdown_timeout: float = 20.0

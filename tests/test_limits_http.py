@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from injector.guard import BodyBudget
 from injector.server import Server
 from tests.conftest import connect, start_server
 from tests.helpers import admission_fixture
@@ -166,8 +167,8 @@ async def test_a_client_that_never_completes_the_tls_handshake_is_dropped(
 async def test_the_header_deadline_is_each_requests_own_on_a_keep_alive_connection(
     tmp_path: Path,
 ) -> None:
-    """The deadline is noted lazily: a second request's trickled headers get their full
-    READ_TIMEOUT from their own first byte, never the first request's stale deadline."""
+    """A second request's trickled headers get their full READ_TIMEOUT from their own
+    first byte, never a deadline left from the first request."""
     server, _ = await start_server(tmp_path, read_timeout=READ_TIMEOUT, keepalive_timeout=5.0)
     try:
         reader, writer = await connect(server)
@@ -210,3 +211,184 @@ async def test_the_webhook_port_answers_only_its_two_posts(
     if status == b"405":
         assert b"allow: post" in headers
     writer.close()
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """One HTTP/1.1 answer: its status line, headers (lower-case names) and body."""
+    status = await reader.readline()
+    headers: dict[bytes, bytes] = {}
+    while (line := await reader.readline()) != b"\r\n":
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+    return status, headers, body
+
+
+@pytest.mark.parametrize(
+    "extra_headers",
+    [
+        b"Content-Type: application/json\r\n",  # a second Content-Type
+        b"".join(b"X-H%d: v\r\n" % n for n in range(200)),  # too many header lines
+        b"X-Long: " + b"v" * 9000 + b"\r\n",  # a header line over aiohttp's limit
+    ],
+    ids=["duplicate-content-type", "too-many-headers", "huge-header-line"],
+)
+async def test_requests_aiohttp_refuses_get_its_400(server: Server, extra_headers: bytes) -> None:
+    reader, writer = await connect(server)
+    writer.write(head()[:-2] + extra_headers + b"\r\n" + BODY)
+    await writer.drain()
+    status, _, _ = await read_answer(reader)
+    writer.close()
+    assert status.split(b" ")[1] == b"400", status  # aiohttp's parser answers as HTTP/1.0
+    assert server.injector.metrics.decided("requested") == 0
+
+
+async def test_a_request_without_content_type_gets_400_naming_it(server: Server) -> None:
+    reader, writer = await connect(server)
+    writer.write(head().replace(b"Content-Type: application/json\r\n", b"") + BODY)
+    await writer.drain()
+    status, _, body = await read_answer(reader)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 400 ")
+    assert "Content-Type must be application/json" in json.loads(body)["error"]
+
+
+async def test_proxy_connection_close_closes_the_connection(server: Server) -> None:
+    reader, writer = await connect(server)
+    writer.write(head()[:-2] + b"Proxy-Connection: close\r\n\r\n" + BODY)
+    await writer.drain()
+    status, _, _ = await read_answer(reader)
+    assert status.startswith(b"HTTP/1.1 200 ")
+    assert await closed_within(reader, 1.0) == b""
+    writer.close()
+
+
+@pytest.mark.parametrize("request_line", [b"POST /nothing-here HTTP/1.1", b"GET /mutate HTTP/1.1"])
+async def test_a_connection_idle_after_a_404_or_405_lives_until_the_keep_alive_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, request_line: bytes
+) -> None:
+    server, _ = await start_server(tmp_path, read_timeout=0.3, keepalive_timeout=1.2)
+    try:
+        reader, writer = await connect(server)
+        writer.write(request_line + b"\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        status, _, _ = await read_answer(reader)
+        assert status.split(b" ")[1] in (b"404", b"405")
+        started = time.monotonic()
+        assert await closed_within(reader, 3.0) == b""
+        assert 1.0 < time.monotonic() - started < 2.0  # the keep-alive timeout, not 0.3 s
+        writer.close()
+    finally:
+        await server.stop()
+    assert not any("did not send its request headers" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_pipelining_client_that_pauses_past_the_read_timeout_gets_every_answer(
+    server: Server,
+) -> None:
+    """300 requests in one go, answers unread for longer than the read timeout (the
+    server's writes back up and pause meanwhile): every answer comes, in order."""
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: fills fast
+    sock.connect(("127.0.0.1", server.port))
+    reader, writer = await connect(server, sock=sock)
+    review = admission_fixture("server-mesher")
+    total = 300
+    for n in range(total):
+        review["request"]["uid"] = f"uid-{n}"
+        body = json.dumps(review).encode()
+        writer.write(head(len(body)) + body)
+    await writer.drain()
+    await asyncio.sleep(READ_TIMEOUT * 3)  # nobody reads meanwhile
+    uids = []
+    for _ in range(total):
+        _, _, answer = await asyncio.wait_for(read_answer(reader), 10)
+        uids.append(json.loads(answer)["response"]["uid"])
+    writer.close()
+    assert uids == [f"uid-{n}" for n in range(total)]
+    assert server.injector.metrics.decided("requested") == total
+
+
+async def test_a_request_has_one_read_timeout_from_its_first_byte_to_its_last(
+    server: Server,
+) -> None:
+    """Headers sent just before the deadline, then a body that stalls: 408 at the
+    deadline of the first byte, not a second read timeout after the headers."""
+    reader, writer = await connect(server)
+    started = time.monotonic()
+    data = head()
+    writer.write(data[:20])
+    await writer.drain()
+    await asyncio.sleep(READ_TIMEOUT * 0.75)
+    writer.write(data[20:] + BODY[:100])
+    await writer.drain()
+    answer = await closed_within(reader, 3.0)
+    lasted = time.monotonic() - started
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert READ_TIMEOUT - 0.05 < lasted < READ_TIMEOUT * 1.5
+
+
+async def test_a_body_past_the_budget_gets_429_with_retry_after_and_others_are_served(
+    tmp_path: Path,
+) -> None:
+    """A budget of 64 KiB of bodies: a stalled 40 KiB body holds most of it, so a second
+    one is refused at once (counted, logged once), while a small one still fits; once
+    the first is gone, the budget is whole again."""
+    server, _ = await start_server(
+        tmp_path, max_body_bytes=40_000, max_body_bytes_in_flight=64 * 1024
+    )
+    metrics = server.injector.metrics
+    try:
+        holder_reader, holder = await connect(server)
+        holder.write(head(40_000) + b" " * 100)  # 40 KB announced, 100 bytes sent
+        await holder.drain()
+        await asyncio.sleep(0.1)
+        assert (
+            metrics.registry.get_sample_value("mesher_injector_request_body_bytes_in_flight")
+            == 40_000
+        )
+
+        with structlog.testing.capture_logs() as logs:
+            reader, writer = await connect(server)
+            writer.write(head(30_000) + b" " * 30_000)
+            await writer.drain()
+            status, headers, body = await read_answer(reader)
+            writer.close()
+        assert status.startswith(b"HTTP/1.1 429 ")
+        assert headers[b"retry-after"] == b"1"
+        assert "try again" in json.loads(body)["error"]
+        assert [e["reason"] for e in logs if e["event"] == "bad_request"] == ["over-budget"]
+        over = {"reason": "over-budget"}
+        assert metrics.registry.get_sample_value("mesher_injector_bad_requests_total", over) == 1
+
+        reader, writer = await connect(server)
+        writer.write(head() + BODY)  # a pod of a few KiB still fits
+        await writer.drain()
+        assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
+        writer.close()
+
+        holder.close()
+        await closed_within(holder_reader, 3.0)
+        await asyncio.sleep(0.1)
+        assert (
+            metrics.registry.get_sample_value("mesher_injector_request_body_bytes_in_flight") == 0
+        )
+    finally:
+        await server.stop()
+
+
+def test_large_bodies_fill_only_their_share_of_the_budget_and_small_ones_the_rest() -> None:
+    budget = BodyBudget(1000, large=100, large_share=0.75)
+    assert budget.take(400)
+    assert budget.take(350)  # large: 750 of 750
+    assert not budget.take(101)  # another large one: over the large share
+    assert budget.take(100)
+    assert budget.take(100)  # small ones: the rest
+    assert budget.take(50)
+    assert not budget.take(1)  # the whole budget is taken
+    budget.give_back(400)
+    assert budget.take(101)
+    assert budget.in_flight == 350 + 250 + 101

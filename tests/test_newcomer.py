@@ -24,10 +24,7 @@ def test_the_readmes_log_grep_matches_a_real_admission_line() -> None:
     stream = io.BytesIO()
     logs.configure(log_format="json", stream=stream)
     try:
-        logs.info(
-            logs.get_logger("mesher_injector"), "admission", {"uid": "u", "decision": "injected"}
-        )
-        logs.flush()
+        logs.get_logger("mesher_injector").info("admission", uid="u", decision="injected")
     finally:
         structlog.reset_defaults()
     assert pattern in stream.getvalue().decode()

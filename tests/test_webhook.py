@@ -68,7 +68,7 @@ async def test_v1beta1_request_is_answered_as_v1beta1(running: Running) -> None:
 
 async def test_one_log_line_and_one_count_per_decision(running: Running) -> None:
     metrics = running.server.injector.metrics
-    before = metrics.decisions.count("unknown-discovery-type")
+    before = metrics.decided("unknown-discovery-type")
     with structlog.testing.capture_logs() as logs:
         await admit(running, admission_fixture("bad-discovery"))
     lines = [entry for entry in logs if entry["event"] == "admission"]
@@ -81,7 +81,7 @@ async def test_one_log_line_and_one_count_per_decision(running: Running) -> None
     assert line["uid"] == admission_fixture("bad-discovery")["request"]["uid"]
     assert "object" not in line
     assert "spec" not in json.dumps(line)
-    after = metrics.decisions.count("unknown-discovery-type")
+    after = metrics.decided("unknown-discovery-type")
     assert after == before + 1
 
 
@@ -242,7 +242,9 @@ async def test_broken_template_edit_is_refused_and_the_old_one_keeps_serving(
         info = await resp.json()
     assert "not valid YAML" in info["last_error"]["error"]
     assert info["revision"] == good.revision
-    rejected = running.server.injector.metrics.reloads.labels(result="rejected")._value.get()
+    rejected = running.server.injector.metrics.registry.get_sample_value(
+        "mesher_injector_template_reloads_total", {"result": "rejected"}
+    )
     assert rejected == 1
 
 

@@ -1,10 +1,14 @@
-"""Admission throughput, latency, CPU and memory: the injector against a floor, with wrk.
+"""Admission throughput, latency, CPU and memory: the injector against a floor and a Go
+peer, with wrk.
 
 Same machine, same run, TLS keep-alive, the recorded server-mesher AdmissionReview
 (compact), in two workloads: "replicas" (every request its own uid, as the API server
 sends a Deployment's pods) and "pods" (every request also a new pod name, so no two
 requests are alike). Every answer is checked by the wrk script (status 200, an
-AdmissionReview carrying that request's uid, a JSONPatch).
+AdmissionReview carrying that request's uid, a JSONPatch). The servers: the injector;
+the floor (bench/floor.py, aiohttp parsing the body and answering a fixed answer); the
+Go peer (bench/gopeer, net/http doing the same injection, built with `go build`); and,
+with BENCH_BEFORE=<another checkout of this repository>, that checkout's injector.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class Served:
     name: str
     proc: subprocess.Popen[bytes]
     port: int
+    echoes: bool = True  # answers each request with its own uid (a floor's answer is fixed)
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -160,36 +165,75 @@ def floor_argv(certs: Path, answer: Path, port: int, *, fast: bool) -> list[str]
     ]
 
 
-def start_injector(certs: Path) -> tuple[Served, float]:
+def start_injector(certs: Path, *, checkout: Path = ROOT) -> tuple[Served, float]:
+    """The injector of `checkout` (this one, or BENCH_BEFORE's: run from its own folder,
+    so `python -m injector` imports its package)."""
     port, admin = free_port(), free_port()
     started = time.perf_counter()
     proc = subprocess.Popen(
         injector_argv(certs, port, admin),
-        cwd=ROOT,
+        cwd=checkout,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     wait_http(f"http://127.0.0.1:{admin}/readyz")
-    return Served("injector", proc, port), time.perf_counter() - started
+    name = "injector" if checkout == ROOT else "injector before"
+    return Served(name, proc, port), time.perf_counter() - started
 
 
-def start_floor(certs: Path, answer: Path, *, fast: bool) -> Served:
-    port = free_port()
-    proc = subprocess.Popen(
-        floor_argv(certs, answer, port, fast=fast),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _wait_listening(port: int, what: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return
         except OSError:
-            assert time.monotonic() < deadline, "floor did not start"
+            assert time.monotonic() < deadline, f"{what} did not start"
             time.sleep(0.01)
-    return Served("floor (json, asyncio)" if not fast else "floor (orjson, uvloop)", proc, port)
+
+
+def start_floor(certs: Path, answer: Path) -> Served:
+    port = free_port()
+    proc = subprocess.Popen(
+        floor_argv(certs, answer, port, fast=False),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_listening(port, "the floor")
+    return Served("floor (aiohttp, json)", proc, port, echoes=False)
+
+
+def build_go_peer(directory: Path) -> Path:
+    """bench/gopeer built into `directory` with this machine's Go."""
+    binary = directory / "gopeer"
+    subprocess.run([ensure_go(), "build", "-o", str(binary), "."], cwd=HERE / "gopeer", check=True)
+    return binary
+
+
+def ensure_go() -> str:
+    found = shutil.which("go")
+    assert found, "the Go peer needs Go (https://go.dev/dl/) on PATH"
+    return found
+
+
+def start_go_peer(certs: Path, binary: Path) -> Served:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "-addr",
+            f"127.0.0.1:{port}",
+            "-cert",
+            str(certs / "tls.crt"),
+            "-key",
+            str(certs / "tls.key"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_listening(port, "the Go peer")
+    return Served("Go peer (net/http)", proc, port)
 
 
 def wrk(
@@ -229,8 +273,14 @@ def measure(
     answers every request with the fixed answer carrying `uid`."""
     pid = served.proc.pid
     cpu0 = cpu_seconds(pid)
-    echo = served.name == "injector"
-    run = wrk(served.port, connections=connections, seconds=seconds, body=body, uid=uid, echo=echo)
+    run = wrk(
+        served.port,
+        connections=connections,
+        seconds=seconds,
+        body=body,
+        uid=uid,
+        echo=served.echoes,
+    )
     cpu = cpu_seconds(pid) - cpu0
     requests = max(1, run["requests"])
     return {
@@ -312,18 +362,27 @@ def run(*, seconds: float, repeats: int, long_requests: int) -> str:
             (certs / "answer.json").write_bytes(resp.read())
         served.stop()
 
+        go_peer = build_go_peer(certs)
+        before = os.environ.get("BENCH_BEFORE")
+
+        def start(kind: str) -> Served:
+            if kind == "injector":
+                return start_injector(certs)[0]
+            if kind == "injector before":
+                assert before is not None
+                return start_injector(certs, checkout=Path(before).resolve())[0]
+            if kind == "floor":
+                return start_floor(certs, certs / "answer.json")
+            return start_go_peer(certs, go_peer)
+
+        kinds = ["injector", *(["injector before"] if before else []), "floor", "go peer"]
         results: Results = {}
         for _ in range(repeats):
-            for kind in ("injector", "floor", "floor-fast"):
-                # A floor does the same work whatever the pod is called: one workload.
-                workloads = list(WORKLOADS) if kind == "injector" else ["replicas"]
+            for kind in kinds:
+                # The floor does the same work whatever the pod is called: one workload.
+                workloads = list(WORKLOADS) if kind != "floor" else ["replicas"]
                 for workload in workloads:
-                    if kind == "injector":
-                        served, _ = start_injector(certs)
-                    else:
-                        served = start_floor(
-                            certs, certs / "answer.json", fast=kind == "floor-fast"
-                        )
+                    served = start(kind)
                     body = bodies[workload]
                     try:
                         measure(served, connections=32, seconds=2, body=body, uid=uid)  # warm-up
@@ -384,20 +443,26 @@ def report(
         )
     lines += [
         "",
-        "| ratio injector / floor | workload | conns | throughput | CPU per request |",
+        "| ratio | workload | conns | throughput | CPU per request |",
         "|---|---|---|---|---|",
     ]
-    floors = sorted({name for name, _, _ in results if name != "injector"})
-    for floor in floors:
-        for (name, workload, connections), rows in sorted(results.items()):
-            if name != "injector":
-                continue
-            base = results[(floor, "replicas", connections)]
-            lines.append(
-                f"| vs {floor} | {workload} | {connections} | "
-                f"{median_of(rows, 'rps') / median_of(base, 'rps'):.2f}x | "
-                f"{median_of(rows, 'cpu_us') / median_of(base, 'cpu_us'):.2f}x |"
-            )
+    injectors = sorted({name for name, _, _ in results if name.startswith("injector")})
+    peers = sorted({name for name, _, _ in results if not name.startswith("injector")})
+    for injector in injectors:
+        for peer in peers:
+            for (name, workload, connections), rows in sorted(results.items()):
+                if name != injector:
+                    continue
+                # The floor ran one workload: it does the same work whatever the pod.
+                base = (
+                    results.get((peer, workload, connections))
+                    or results[(peer, "replicas", connections)]
+                )
+                lines.append(
+                    f"| {injector} / {peer} | {workload} | {connections} | "
+                    f"{median_of(rows, 'rps') / median_of(base, 'rps'):.2f}x | "
+                    f"{median_of(rows, 'cpu_us') / median_of(base, 'cpu_us'):.2f}x |"
+                )
     lines += [
         "",
         f"Start to ready (`/readyz` 200), 5 starts: median {statistics.median(ready) * 1000:.0f} ms, "

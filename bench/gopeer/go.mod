@@ -1,0 +1,3 @@
+module mesher-injector/bench/gopeer
+
+go 1.22

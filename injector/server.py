@@ -158,21 +158,31 @@ def check_head(request: web.BaseRequest, max_body_bytes: int) -> int | Refusal:
 async def read_body(request: web.BaseRequest, *, limit: int, deadline: float) -> bytes | Refusal:
     """The body of a POST to a webhook, read by the request's deadline (loop time) and
     never past `limit` bytes (never inflated), or the refusal for it."""
-    chunks: list[bytes] = []
-    size = 0
+    content = request.content
     try:
-        async with asyncio.timeout_at(deadline):
-            while chunk := await request.content.readany():
-                size += len(chunk)
-                if size > limit:
-                    return Refusal(
-                        413, "too-large", f"the request body is over the limit of {limit} bytes"
-                    )
-                chunks.append(chunk)
+        if content.is_eof():  # all of it is here (the usual case): nothing to wait for
+            body = await _read_at_most(content, limit)
+        else:
+            async with asyncio.timeout_at(deadline):
+                body = await _read_at_most(content, limit)
     except TimeoutError:
         return Refusal(408, "body-timeout", "the request body did not arrive in time")
     except (ConnectionError, aiohttp.ClientError) as exc:
         raise ClientGone(str(exc) or type(exc).__name__) from None
+    if body is None:
+        return Refusal(413, "too-large", f"the request body is over the limit of {limit} bytes")
+    return body
+
+
+async def _read_at_most(content: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """All of `content`, or None once it is over `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
     return b"".join(chunks)
 
 

@@ -392,3 +392,31 @@ def test_large_bodies_fill_only_their_share_of_the_budget_and_small_ones_the_res
     budget.give_back(400)
     assert budget.take(101)
     assert budget.in_flight == 350 + 250 + 101
+
+
+async def test_a_chunked_body_is_read_within_the_limit_and_refused_past_it(
+    tmp_path: Path,
+) -> None:
+    server, _ = await start_server(
+        tmp_path, max_body_bytes=len(BODY) + 10, max_body_bytes_in_flight=4 * len(BODY)
+    )
+    try:
+        chunked = head().replace(b"Content-Length: %d" % len(BODY), b"Transfer-Encoding: chunked")
+
+        def chunks(body: bytes) -> bytes:
+            half = len(body) // 2
+            parts = (body[:half], body[half:])
+            return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+        reader, writer = await connect(server)
+        writer.write(chunked + chunks(BODY))
+        await writer.drain()
+        assert (await read_answer(reader))[0].startswith(b"HTTP/1.1 200 ")
+        writer.write(chunked + chunks(BODY + b" " * 20))  # 20 bytes of spaces past the limit
+        await writer.drain()
+        status, _, body = await read_answer(reader)
+        writer.close()
+        assert status.startswith(b"HTTP/1.1 413 ")
+        assert "over the limit" in json.loads(body)["error"]
+    finally:
+        await server.stop()

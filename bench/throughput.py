@@ -8,7 +8,8 @@ requests are alike). Every answer is checked by the wrk script (status 200, an
 AdmissionReview carrying that request's uid, a JSONPatch). The servers: the injector;
 the floor (bench/floor.py, aiohttp parsing the body and answering a fixed answer); the
 Go peer (bench/gopeer, net/http doing the same injection, built with `go build`); and,
-with BENCH_BEFORE=<another checkout of this repository>, that checkout's injector.
+with BENCH_BEFORE=<other checkouts of this repository, separated by ":">, their injectors
+(each named after its folder).
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def start_injector(certs: Path, *, checkout: Path = ROOT) -> tuple[Served, float
         stderr=subprocess.DEVNULL,
     )
     wait_http(f"http://127.0.0.1:{admin}/readyz")
-    name = "injector" if checkout == ROOT else "injector before"
+    name = "injector" if checkout == ROOT else f"injector ({checkout.name})"
     return Served(name, proc, port), time.perf_counter() - started
 
 
@@ -363,19 +364,16 @@ def run(*, seconds: float, repeats: int, long_requests: int) -> str:
         served.stop()
 
         go_peer = build_go_peer(certs)
-        before = os.environ.get("BENCH_BEFORE")
+        before = [Path(p).resolve() for p in os.environ.get("BENCH_BEFORE", "").split(":") if p]
 
         def start(kind: str) -> Served:
-            if kind == "injector":
-                return start_injector(certs)[0]
-            if kind == "injector before":
-                assert before is not None
-                return start_injector(certs, checkout=Path(before).resolve())[0]
             if kind == "floor":
                 return start_floor(certs, certs / "answer.json")
-            return start_go_peer(certs, go_peer)
+            if kind == "go peer":
+                return start_go_peer(certs, go_peer)
+            return start_injector(certs, checkout=Path(kind))[0]
 
-        kinds = ["injector", *(["injector before"] if before else []), "floor", "go peer"]
+        kinds = [str(ROOT), *map(str, before), "floor", "go peer"]
         results: Results = {}
         for _ in range(repeats):
             for kind in kinds:

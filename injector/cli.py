@@ -168,7 +168,7 @@ def _serve_parser(sub: Any) -> None:
         type=positive_bytes,
         default=d.max_body_bytes_in_flight,
         help="request body bytes held at once across all connections; a body past it "
-        "gets 429 with Retry-After (at least 4/3 of --max-body-bytes: bodies over 256 KiB "
+        "gets 429 with Retry-After (at least 4/3 of --max-body-bytes: bodies over 64 KiB "
         "may fill only three quarters)",
     )
     opt(

@@ -11,9 +11,12 @@ The deadline (`--read-timeout`) runs from a request's first byte. It is armed wh
 arrive while no request is being handled and no answer waits for the client to read it,
 and it is handed to the handler when the head is in (`headers_received`), which reads
 the body by the same deadline: one read timeout per request. An idle keep-alive
-connection has no deadline: aiohttp's keep-alive timeout closes it. (A pipelined request
-whose first bytes came while the one before it was handled gets no head deadline: if
-its head never completes, aiohttp's keep-alive timeout closes the connection.)
+connection has no deadline: aiohttp's keep-alive timeout closes it. Known limits: a
+pipelined request whose first bytes came while the one before it was handled gets no
+head deadline (if its head never completes, aiohttp's keep-alive timeout closes the
+connection); a deadline suspended while answers wait to be read starts afresh when the
+client reads again; and aiohttp parses up to 32 pipelined requests per connection, their
+bodies included, before our handler sees them, outside the body budget.
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ class ConnectionGuard(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        if not self._handling:
+        # Empty lines before a request are to be ignored (RFC 9112, 2.2): no head yet.
+        if not self._handling and data.strip(b"\r\n"):
             self._waiting = True
             self._update()
         self._inner.data_received(data)

@@ -24,7 +24,7 @@ MAX_BODY_BYTES_IN_FLIGHT = 32 * 1024 * 1024
 # only LARGE_BODIES_SHARE of that budget, so a flood of large stalled bodies always
 # leaves room for the API server's ordinary requests (so the budget must be at least
 # 4/3 of MAX_BODY_BYTES).
-LARGE_BODY_BYTES = 256 * 1024
+LARGE_BODY_BYTES = 64 * 1024
 LARGE_BODIES_SHARE = 0.75
 # What a 429 tells the client to wait before it asks again.
 RETRY_AFTER_S = 1

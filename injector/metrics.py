@@ -105,14 +105,16 @@ class Metrics:
         )
         self.bad_requests = Counter(
             "mesher_injector_bad_requests",
-            "Requests to /mutate answered with an HTTP 4xx, by reason.",
+            "Requests to the webhook port answered with an HTTP 4xx (429 included), or whose "
+            "client went away mid-request, by reason.",
             ["reason"],
             registry=r,
         )
         self.body_bytes_in_flight = Gauge(
             "mesher_injector_request_body_bytes_in_flight",
-            "Request body bytes held now across all connections (the budget is "
-            "--max-body-bytes-in-flight; past it, 429).",
+            "Request body bytes reserved now across all connections: each body's "
+            "Content-Length (the limit for a chunked one) while its request is handled "
+            "(the budget is --max-body-bytes-in-flight; past it, 429).",
             registry=r,
         )
         self.template_info = Gauge(

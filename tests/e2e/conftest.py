@@ -1,0 +1,60 @@
+"""Fixtures of the e2e tests: one control plane for the whole run, a client and a fresh
+namespace per test."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.e2e.controlplane import ControlPlane, find_binaries, running_control_plane
+from tests.e2e.kube import ApiError, Kube
+
+STARTED = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[ControlPlane]:
+    bin_dir = find_binaries()
+    started = time.monotonic()
+    with running_control_plane(tmp_path_factory.mktemp("controlplane"), bin_dir) as plane:
+        pytestconfig.stash[STARTED] = (
+            f"control plane: kube-apiserver {plane.version}, ready in "
+            f"{time.monotonic() - started:.1f} s (binaries {bin_dir}; logs {plane.logs})"
+        )
+        yield plane
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Say which Kubernetes the e2e tests ran against (fixture output is captured)."""
+    if STARTED in config.stash:
+        terminalreporter.write_line(config.stash[STARTED])
+
+
+@pytest.fixture
+async def kube(control_plane: ControlPlane) -> AsyncIterator[Kube]:
+    async with Kube(control_plane.credentials) as client:
+        yield client
+
+
+@pytest.fixture
+async def namespace(kube: Kube) -> AsyncIterator[str]:
+    """A fresh namespace, ready for pods (its default service account exists), deleted
+    after the test (its pods go with it, in the background)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    await kube.create(
+        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
+    await kube.wait_for(f"/api/v1/namespaces/{name}/serviceaccounts/default", lambda sa: True)
+    yield name
+    try:
+        await kube.delete(f"/api/v1/namespaces/{name}")
+    except ApiError as error:
+        if error.status != 404:
+            raise

@@ -3,6 +3,7 @@ namespace per test."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,7 @@ import pytest
 
 from tests.e2e.controlplane import ControlPlane, find_binaries, running_control_plane
 from tests.e2e.kube import ApiError, Kube
+from tests.e2e.manifests import INJECTION_LABEL
 
 STARTED = pytest.StashKey[str]()
 
@@ -43,13 +45,14 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[Kube]:
         yield client
 
 
-@pytest.fixture
-async def namespace(kube: Kube) -> AsyncIterator[str]:
-    """A fresh namespace, ready for pods (its default service account exists), deleted
-    after the test (its pods go with it, in the background)."""
+@contextlib.asynccontextmanager
+async def fresh_namespace(kube: Kube, labels: dict[str, str]) -> AsyncIterator[str]:
+    """A new namespace, ready for pods (its default service account exists), deleted after
+    (its pods go with it, in the background)."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
+    metadata = {"name": name, "labels": labels}
     await kube.create(
-        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
     )
     await kube.wait_for(f"/api/v1/namespaces/{name}/serviceaccounts/default", lambda sa: True)
     yield name
@@ -58,3 +61,16 @@ async def namespace(kube: Kube) -> AsyncIterator[str]:
     except ApiError as error:
         if error.status != 404:
             raise
+
+
+@pytest.fixture
+async def namespace(kube: Kube) -> AsyncIterator[str]:
+    async with fresh_namespace(kube, {}) as name:
+        yield name
+
+
+@pytest.fixture
+async def labelled_namespace(kube: Kube) -> AsyncIterator[str]:
+    """A namespace that opted in to injection (`sidecar-injector=enabled`)."""
+    async with fresh_namespace(kube, {INJECTION_LABEL: "enabled"}) as name:
+        yield name

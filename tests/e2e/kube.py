@@ -36,6 +36,12 @@ class Credentials:
         return context
 
 
+def has_condition(obj: Json, kind: str) -> bool:
+    """Whether a Kubernetes object's status has condition `kind` True (Ready, Complete...)."""
+    conditions = obj.get("status", {}).get("conditions", [])
+    return any(c["type"] == kind and c["status"] == "True" for c in conditions)
+
+
 class ApiError(Exception):
     def __init__(self, method: str, path: str, status: int, body: Json) -> None:
         super().__init__(f"{method} {path}: {status} {body.get('message', body)}")

@@ -7,6 +7,8 @@ from typing import Any
 Json = dict[str, Any]
 
 IMAGE = "registry.example/app:1"
+# The label a namespace opts in to injection with (deploy/base/webhook.yaml).
+INJECTION_LABEL = "sidecar-injector"
 
 
 def container(name: str = "app", **fields: Any) -> Json:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e import manifests, node
 from tests.e2e.controlplane import SERVICE_CIDR, ControlPlane
-from tests.e2e.kube import Json, Kube
+from tests.e2e.kube import Json, Kube, has_condition
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -24,11 +24,6 @@ def pinned_kubernetes_version() -> str:
     found = re.search(r"^\s*k8s\.io/kubernetes (v\S+)", go_mod, re.MULTILINE)
     assert found, "scripts/controlplane/kubernetes/go.mod names no k8s.io/kubernetes"
     return found.group(1)
-
-
-def has_condition(obj: Json, kind: str) -> bool:
-    conditions = obj.get("status", {}).get("conditions", [])
-    return any(c["type"] == kind and c["status"] == "True" for c in conditions)
 
 
 async def pods_of(kube: Kube, namespace: str, app: str) -> list[Json]:

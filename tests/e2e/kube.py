@@ -102,8 +102,8 @@ class Kube:
     async def get(self, path: str, **params: str) -> Json:
         return await self.request("GET", path, params=params or None)
 
-    async def create(self, path: str, body: Json) -> Json:
-        return await self.request("POST", path, body)
+    async def create(self, path: str, body: Json, **params: str) -> Json:
+        return await self.request("POST", path, body, params=params or None)
 
     async def patch(self, path: str, body: Json) -> Json:
         return await self.request("PATCH", path, body, content_type=MERGE_PATCH)

@@ -55,6 +55,31 @@ def deployment(name: str, *, replicas: int = 1, **template: Any) -> Json:
     }
 
 
+def statefulset(name: str, *, replicas: int = 1, **template: Any) -> Json:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "selector": {"matchLabels": labels},
+            "template": pod_template(labels, **template),
+        },
+    }
+
+
+def daemonset(name: str, **template: Any) -> Json:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"selector": {"matchLabels": labels}, "template": pod_template(labels, **template)},
+    }
+
+
 def job(name: str, **template: Any) -> Json:
     return {
         "apiVersion": "batch/v1",

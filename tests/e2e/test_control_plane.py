@@ -109,6 +109,35 @@ async def test_deleting_a_deployment_deletes_its_pods(kube: Kube, namespace: str
     )
 
 
+async def test_a_statefulsets_pods_come_up_one_by_one_under_their_ordinal_names(
+    kube: Kube, namespace: str
+) -> None:
+    await kube.create(
+        f"/apis/apps/v1/namespaces/{namespace}/statefulsets",
+        manifests.statefulset("db", replicas=2),
+    )
+
+    await kube.wait_for(
+        f"/apis/apps/v1/namespaces/{namespace}/statefulsets/db",
+        lambda s: s["status"].get("readyReplicas") == 2,
+    )
+    pods = await pods_of(kube, namespace, "db")
+    assert sorted(p["metadata"]["name"] for p in pods) == ["db-0", "db-1"]
+
+
+async def test_a_daemonset_runs_one_pod_on_the_stand_in_node(kube: Kube, namespace: str) -> None:
+    await kube.create(
+        f"/apis/apps/v1/namespaces/{namespace}/daemonsets", manifests.daemonset("agent")
+    )
+
+    await kube.wait_for(
+        f"/apis/apps/v1/namespaces/{namespace}/daemonsets/agent",
+        lambda d: d["status"].get("numberReady") == 1,
+    )
+    [pod] = await pods_of(kube, namespace, "agent")
+    assert pod["spec"]["nodeName"] == node.NODE_NAME
+
+
 async def test_a_job_completes(kube: Kube, namespace: str) -> None:
     await kube.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", manifests.job("once"))
 

@@ -121,6 +121,17 @@ async def test_a_pod_that_asks_is_stored_with_the_mesher_sidecar_of_the_current_
     assert {"name": "SERVICE_PORTS", "value": "rest:8080"} in mesher["env"]
 
 
+async def test_a_server_side_dry_run_gets_the_same_sidecar_and_stores_nothing(
+    kube: Kube, labelled_namespace: str, injector: LocalInjector
+) -> None:
+    pods = f"/api/v1/namespaces/{labelled_namespace}/pods"
+
+    answer = await kube.create(pods, manifests.pod("trial", annotations=ASK), dryRun="All")
+
+    assert container_names(answer) == ["app", "mesher"]
+    assert (await kube.get(pods))["items"] == []
+
+
 async def test_a_pod_that_does_not_ask_never_reaches_the_injector(
     kube: Kube, labelled_namespace: str, injector: LocalInjector
 ) -> None:

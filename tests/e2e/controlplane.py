@@ -11,23 +11,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import ssl
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from tests.e2e import node
 from tests.e2e.kube import Credentials
-from tests.e2e.pki import make_pki
+from tests.e2e.pki import Pki, make_pki
+from tests.e2e.processes import Processes, free_port, wait_until_ok
 from tests.helpers import ROOT
 
 BUILD_SCRIPT = ROOT / "scripts" / "controlplane" / "build.sh"
@@ -49,8 +44,6 @@ CONTROLLERS = [
     "namespace-controller",
     "garbage-collector-controller",
 ]
-START_LIMIT = 90.0
-STOP_LIMIT = 10.0
 
 
 class ControlPlaneError(Exception):
@@ -99,75 +92,6 @@ def find_binaries() -> Path:
     return bin_dir
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Processes:
-    """Started processes, each logging to its own file; stopped last-started first."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, name: str, argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("wb") as log:
-            process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen
-            )
-        self.started.append((name, process))
-        return process
-
-    def check(self) -> None:
-        for name, process in self.started:
-            if process.poll() is not None:
-                raise ControlPlaneError(
-                    f"{name} exited with {process.returncode}:\n{self.tail(name)}"
-                )
-
-    def tail(self, name: str, lines: int = 30) -> str:
-        text = (self.logs / f"{name}.log").read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        for _, process in reversed(self.started):
-            if process.poll() is None:
-                process.terminate()
-            try:
-                process.wait(STOP_LIMIT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_until_ok(
-    url: str,
-    processes: Processes,
-    *,
-    context: ssl.SSLContext | None = None,
-    accept: Callable[[bytes], bool] = lambda body: True,
-) -> bytes:
-    """GET `url` until it answers 200 with a body `accept` takes; fail early when one of
-    the processes died."""
-    deadline = time.monotonic() + START_LIMIT
-    last: object = None
-    while time.monotonic() < deadline:
-        processes.check()
-        try:
-            with urllib.request.urlopen(url, context=context, timeout=5) as answer:
-                body: bytes = answer.read()
-                if accept(body):
-                    return body
-                last = body[:500]
-        except (urllib.error.URLError, OSError) as error:
-            last = error
-        time.sleep(0.2)
-    raise ControlPlaneError(f"{url} not ready in {START_LIMIT} s; last: {last!r}")
-
-
 def _untainted(body: bytes) -> bool:
     return not json.loads(body)["spec"].get("taints")
 
@@ -200,26 +124,57 @@ def write_kubeconfig(path: Path, credentials: Credentials) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
-def _etcd(processes: Processes, bin_dir: Path, data: Path) -> str:
-    client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-    processes.start(
-        "etcd",
-        [
-            str(bin_dir / "etcd"),
-            "--name=e2e",
-            f"--data-dir={data}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=e2e={peer}",
-            # a throw-away store: durability costs seconds of fsync on every write
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ],
-    )
-    wait_until_ok(f"{client}/health", processes)
-    return client
+def etcd_flags(*, client: str, peer: str, data: Path) -> list[str]:
+    return [
+        "--name=e2e",
+        f"--data-dir={data}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=e2e={peer}",
+        # a throw-away store: durability costs seconds of fsync on every write
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_flags(*, etcd: str, port: int, pki: Pki, workdir: Path) -> list[str]:
+    return [
+        f"--etcd-servers={etcd}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--tls-cert-file={pki.apiserver.cert}",
+        f"--tls-private-key-file={pki.apiserver.key}",
+        f"--client-ca-file={pki.ca.cert}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # Kubernetes refuses 127.0.0.1 as the `kubernetes` Service's endpoint, and would
+        # say so every 10 s.
+        "--endpoint-reconciler-type=none",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={pki.service_account_pub}",
+        f"--service-account-signing-key-file={pki.service_account_key}",
+        "--authorization-mode=Node,RBAC",
+        "--allow-privileged=true",
+        f"--cert-dir={workdir / 'apiserver-certs'}",
+        "--profiling=false",
+    ]
+
+
+def controller_manager_flags(*, kubeconfig: Path, pki: Pki) -> list[str]:
+    return [
+        f"--kubeconfig={kubeconfig}",
+        "--leader-elect=false",
+        f"--controllers={','.join(CONTROLLERS)}",
+        # each controller acts as its own service account, under the RBAC roles
+        # kube-apiserver bootstraps for it, as in a real cluster
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={pki.service_account_key}",
+        f"--root-ca-file={pki.ca.cert}",
+        # no serving: nothing here scrapes or probes it
+        "--secure-port=0",
+    ]
 
 
 @contextlib.contextmanager
@@ -230,30 +185,18 @@ def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane
     pki = make_pki(workdir / "pki", service_ip=KUBERNETES_SERVICE_IP)
     processes = Processes(logs)
     try:
-        etcd = _etcd(processes, bin_dir, workdir / "etcd")
+        etcd, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+        processes.start(
+            "etcd",
+            [str(bin_dir / "etcd"), *etcd_flags(client=etcd, peer=peer, data=workdir / "etcd")],
+        )
+        wait_until_ok(f"{etcd}/health", processes)
         port = free_port()
         processes.start(
             "kube-apiserver",
             [
                 str(bin_dir / "kube-apiserver"),
-                f"--etcd-servers={etcd}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--tls-cert-file={pki.apiserver.cert}",
-                f"--tls-private-key-file={pki.apiserver.key}",
-                f"--client-ca-file={pki.ca.cert}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                # Kubernetes refuses 127.0.0.1 as the `kubernetes` Service's endpoint and
-                # would log so every 10 s.
-                "--endpoint-reconciler-type=none",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki.service_account_pub}",
-                f"--service-account-signing-key-file={pki.service_account_key}",
-                "--authorization-mode=Node,RBAC",
-                "--allow-privileged=true",
-                f"--cert-dir={workdir / 'apiserver-certs'}",
-                "--profiling=false",
+                *apiserver_flags(etcd=etcd, port=port, pki=pki, workdir=workdir),
             ],
         )
         credentials = Credentials(
@@ -280,17 +223,7 @@ def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane
             "kube-controller-manager",
             [
                 str(bin_dir / "kube-controller-manager"),
-                f"--kubeconfig={manager_kubeconfig}",
-                "--leader-elect=false",
-                f"--controllers={','.join(CONTROLLERS)}",
-                # each controller acts as its own service account, under the RBAC roles
-                # kube-apiserver bootstraps for it, as in a real cluster
-                "--use-service-account-credentials=true",
-                f"--service-account-private-key-file={pki.service_account_key}",
-                f"--root-ca-file={pki.ca.cert}",
-                "--bind-address=127.0.0.1",
-                "--secure-port=0",
-                "--concurrent-gc-syncs=5",
+                *controller_manager_flags(kubeconfig=manager_kubeconfig, pki=pki),
             ],
         )
         processes.start(

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.controlplane import Processes, free_port, wait_until_ok
+from tests.e2e.processes import Processes, free_port, wait_until_ok
 from tests.helpers import DEFAULT_TEMPLATE, ROOT
 
 WEBHOOKS = ROOT / "deploy" / "base" / "webhook.yaml"

@@ -29,6 +29,8 @@ if [ -f "$bin/.complete" ]; then
   echo "$bin"
   exit 0
 fi
+# Go's own tarball installs here, which is not always on a non-login shell's PATH.
+command -v go >/dev/null 2>&1 || PATH=$PATH:/usr/local/go/bin
 command -v go >/dev/null 2>&1 || { echo "build.sh: Go (1.26 or newer) is needed on PATH" >&2; exit 1; }
 
 mkdir -p "$cache"
@@ -78,5 +80,7 @@ rm -rf "$cache/$key"
 mkdir -p "$cache/$key"
 mv "$staging" "$bin"
 trap - EXIT
+# Older pins' binaries (~300 MB each) go; Go's build cache rebuilds them in seconds.
+find "$cache" -mindepth 1 -maxdepth 1 -type d ! -name "$key" ! -name '.build.*' -exec rm -rf {} +
 echo "control plane binaries built in $(($(date +%s) - started)) s: $bin" >&2
 echo "$bin"

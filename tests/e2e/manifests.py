@@ -9,6 +9,8 @@ Json = dict[str, Any]
 IMAGE = "registry.example/app:1"
 # The label a namespace opts in to injection with (deploy/base/webhook.yaml).
 INJECTION_LABEL = "sidecar-injector"
+# The annotation a pod asks for mesher with (docs: DESIGN.md, section 2).
+ASK = {"sidecar.mesher.io/inject": "yes"}
 
 
 def container(name: str = "app", **fields: Any) -> Json:
@@ -109,3 +111,7 @@ def service(name: str, *, port: int = 80) -> Json:
         "metadata": {"name": name},
         "spec": {"selector": {"app": name}, "ports": [{"port": port, "targetPort": port}]},
     }
+
+
+def container_names(pod: Json) -> list[str]:
+    return [c["name"] for c in pod["spec"]["containers"]]

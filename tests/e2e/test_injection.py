@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,35 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e import manifests, node
 from tests.e2e.controlplane import ControlPlane
-from tests.e2e.injector import LocalInjector, mutating_webhook_by_url, running_injector
+from tests.e2e.injector import LocalInjector, injecting, kubectl_ok, running_injector
 from tests.e2e.kube import ApiError, Json, Kube, has_condition
-from tests.e2e.manifests import INJECTION_LABEL
+from tests.e2e.manifests import ASK, INJECTION_LABEL, container_names
 
 pytestmark = pytest.mark.e2e
-
-ASK = {"sidecar.mesher.io/inject": "yes"}
-REGISTRATION_LIMIT = 20.0
-
-
-def kubectl_ok(control_plane: ControlPlane, *args: str, stdin: str | None = None) -> str:
-    result = control_plane.kubectl(*args, stdin=stdin)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def wait_until_the_api_server_calls(control_plane: ControlPlane, namespace: str) -> None:
-    """A webhook configuration reaches the API server's cache a moment after it is stored:
-    dry-run a pod that asks until it comes back injected."""
-    probe = json.dumps(manifests.pod("probe", annotations=ASK))
-    deadline = time.monotonic() + REGISTRATION_LIMIT
-    while time.monotonic() < deadline:
-        created = control_plane.kubectl(
-            "create", "--dry-run=server", "-o", "json", "-n", namespace, "-f", "-", stdin=probe
-        )
-        if created.returncode == 0 and "mesher" in container_names(json.loads(created.stdout)):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the webhook was not called within {REGISTRATION_LIMIT} s")
 
 
 @pytest.fixture(scope="module")
@@ -52,29 +27,11 @@ def injector(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalInjector]:
     """A local injector, registered as deploy/ registers the real one."""
-    with running_injector(tmp_path_factory.mktemp("injector")) as local:
-        configuration = mutating_webhook_by_url(local)
-        kubectl_ok(control_plane, "apply", "-f", "-", stdin=json.dumps(configuration))
-        probe_namespace = "e2e-webhook-probe"
-        kubectl_ok(control_plane, "create", "namespace", probe_namespace)
-        kubectl_ok(
-            control_plane, "label", "namespace", probe_namespace, f"{INJECTION_LABEL}=enabled"
-        )
-        try:
-            wait_until_the_api_server_calls(control_plane, probe_namespace)
-            yield local
-        finally:
-            kubectl_ok(control_plane, "delete", "namespace", probe_namespace, "--wait=false")
-            kubectl_ok(
-                control_plane,
-                "delete",
-                "mutatingwebhookconfiguration",
-                configuration["metadata"]["name"],
-            )
-
-
-def container_names(pod: Json) -> list[str]:
-    return [c["name"] for c in pod["spec"]["containers"]]
+    with (
+        running_injector(tmp_path_factory.mktemp("injector")) as local,
+        injecting(control_plane, local),
+    ):
+        yield local
 
 
 def init_container_names(pod: Json) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.controlplane import ControlPlane, find_binaries, running_control_plane
 from tests.e2e.kube import ApiError, Kube
-from tests.e2e.manifests import INJECTION_LABEL
+from tests.e2e.manifests import INJECTION_LABEL, INJECTOR_NAMESPACE
 
 STARTED = pytest.StashKey[str]()
 
@@ -74,3 +74,14 @@ async def labelled_namespace(kube: Kube) -> AsyncIterator[str]:
     """A namespace that opted in to injection (`sidecar-injector=enabled`)."""
     async with fresh_namespace(kube, {INJECTION_LABEL: "enabled"}) as name:
         yield name
+
+
+@pytest.fixture(scope="session")
+def injector_namespace(control_plane: ControlPlane) -> str:
+    """deploy/'s namespace, which its webhook configurations name: made once per run and
+    never deleted (a module re-creating it would race its termination)."""
+    found = control_plane.kubectl("get", "namespace", INJECTOR_NAMESPACE)
+    if found.returncode != 0:
+        made = control_plane.kubectl("create", "namespace", INJECTOR_NAMESPACE)
+        assert made.returncode == 0, made.stderr
+    return INJECTOR_NAMESPACE

@@ -11,6 +11,9 @@ IMAGE = "registry.example/app:1"
 INJECTION_LABEL = "sidecar-injector"
 # The annotation a pod asks for mesher with (docs: DESIGN.md, section 2).
 ASK = {"sidecar.mesher.io/inject": "yes"}
+# deploy/'s namespace and template ConfigMap (its webhook configurations name both).
+INJECTOR_NAMESPACE = "mesher-system"
+TEMPLATE_CONFIGMAP = "mesher-sidecar-template"
 
 
 def container(name: str = "app", **fields: Any) -> Json:
@@ -115,3 +118,13 @@ def service(name: str, *, port: int = 80) -> Json:
 
 def container_names(pod: Json) -> list[str]:
     return [c["name"] for c in pod["spec"]["containers"]]
+
+
+def template_configmap(text: str, *, name: str = TEMPLATE_CONFIGMAP) -> Json:
+    """A template ConfigMap holding `text` as its default template (key template.yaml)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        "data": {"template.yaml": text},
+    }

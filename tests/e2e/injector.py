@@ -20,12 +20,15 @@ import yaml
 
 from tests.e2e import manifests
 from tests.e2e.controlplane import ControlPlane
-from tests.e2e.manifests import ASK, INJECTION_LABEL, container_names
+from tests.e2e.manifests import ASK, INJECTION_LABEL, container_names, template_configmap
 from tests.e2e.processes import Processes, free_port, wait_until_ok
 from tests.helpers import DEFAULT_TEMPLATE, ROOT
 
 WEBHOOKS = ROOT / "deploy" / "base" / "webhook.yaml"
 REGISTRATION_LIMIT = 20.0
+# A template edit the validating webhook refuses, and what kubectl then says.
+UNKNOWN_VARIABLE = DEFAULT_TEMPLATE.read_text().replace("{{ values.appId }}", "{{ values.nope }}")
+DENIED_TEMPLATE = 'admission webhook "template.sidecar.mesher.io" denied the request'
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +156,18 @@ def injecting(control_plane: ControlPlane, injector: LocalInjector) -> Iterator[
             yield
         finally:
             kubectl_ok(control_plane, "delete", "namespace", probe_namespace, "--wait=false")
+
+
+def wait_until_a_broken_template_is_refused(control_plane: ControlPlane, namespace: str) -> None:
+    """The template's validating webhook reaches the API server's cache after a moment:
+    dry-run a broken template in `namespace` until the webhook refuses it."""
+    probe = json.dumps(template_configmap(UNKNOWN_VARIABLE))
+    deadline = time.monotonic() + REGISTRATION_LIMIT
+    while time.monotonic() < deadline:
+        result = control_plane.kubectl(
+            "create", "--dry-run=server", "-n", namespace, "-f", "-", stdin=probe
+        )
+        if DENIED_TEMPLATE in result.stderr:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the template webhook was not called within {REGISTRATION_LIMIT} s")

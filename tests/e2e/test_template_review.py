@@ -5,7 +5,6 @@ injector's /validate-template by URL."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,12 +12,14 @@ import pytest
 
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.injector import (
-    REGISTRATION_LIMIT,
+    DENIED_TEMPLATE,
+    UNKNOWN_VARIABLE,
     LocalInjector,
     kubectl_ok,
     registered,
     running_injector,
     validating_webhook_by_url,
+    wait_until_a_broken_template_is_refused,
 )
 from tests.e2e.manifests import TEMPLATE_CONFIGMAP, template_configmap
 from tests.helpers import DEFAULT_TEMPLATE, bump
@@ -26,8 +27,6 @@ from tests.helpers import DEFAULT_TEMPLATE, bump
 pytestmark = pytest.mark.e2e
 
 GOOD = DEFAULT_TEMPLATE.read_text()
-UNKNOWN_VARIABLE = GOOD.replace("{{ values.appId }}", "{{ values.nope }}")
-DENIED = 'admission webhook "template.sidecar.mesher.io" denied the request'
 
 
 def apply(
@@ -41,21 +40,6 @@ def stored_template(control_plane: ControlPlane, namespace: str, name: str) -> s
     found = kubectl_ok(control_plane, "get", "configmap", "-n", namespace, name, "-o", "json")
     text: str = json.loads(found)["data"]["template.yaml"]
     return text
-
-
-def wait_until_a_broken_template_is_refused(control_plane: ControlPlane, namespace: str) -> None:
-    """The configuration reaches the API server's webhook cache after a moment: dry-run a
-    broken template until the webhook refuses it."""
-    probe = template_configmap(UNKNOWN_VARIABLE)
-    deadline = time.monotonic() + REGISTRATION_LIMIT
-    while time.monotonic() < deadline:
-        result = control_plane.kubectl(
-            "create", "--dry-run=server", "-n", namespace, "-f", "-", stdin=json.dumps(probe)
-        )
-        if DENIED in result.stderr:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the template webhook was not called within {REGISTRATION_LIMIT} s")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +72,7 @@ def test_kubectl_apply_of_a_broken_template_edit_is_refused_with_its_reason(
     code, err = apply(control_plane, injector_namespace, template_configmap(UNKNOWN_VARIABLE))
 
     assert code != 0
-    assert DENIED in err
+    assert DENIED_TEMPLATE in err
     assert "unknown variable {{ values.nope }}" in err
     assert stored_template(control_plane, injector_namespace, TEMPLATE_CONFIGMAP) == good_template
 
@@ -102,7 +86,7 @@ def test_kubectl_apply_of_a_template_that_is_not_yaml_is_refused(
     code, err = apply(control_plane, injector_namespace, template_configmap("version: [broken\n"))
 
     assert code != 0
-    assert DENIED in err
+    assert DENIED_TEMPLATE in err
     assert "not valid YAML" in err
 
 

@@ -57,6 +57,19 @@ class ControlPlane:
     bin_dir: Path
     logs: Path
     version: str
+    processes: Processes
+
+    def restart_api_server(self) -> None:
+        """Stop kube-apiserver and start it again on the same port, over the same etcd;
+        back once it is ready. After SIGTERM it stops listening at once but holds its
+        clients' watches open (up to a minute): like a kubelet at the end of a grace
+        period, SIGKILL it 2 s on."""
+        self.processes.restart("kube-apiserver", patience=2.0)
+        wait_until_ok(
+            f"{self.credentials.server}/readyz",
+            self.processes,
+            context=self.credentials.ssl_context(),
+        )
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Our own kubectl (the same pin as the API server), on this control plane."""
@@ -254,6 +267,7 @@ def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane
             bin_dir=bin_dir,
             logs=logs,
             version=version["gitVersion"],
+            processes=processes,
         )
     finally:
         processes.stop()

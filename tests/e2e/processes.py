@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,41 +29,67 @@ def free_port() -> int:
         return port
 
 
+@dataclass(slots=True)
+class Started:
+    name: str
+    argv: list[str]
+    popen: dict[str, Any]
+    process: subprocess.Popen[bytes]
+
+
 class Processes:
     """Started processes, each logging to NAME.log in `logs`; stopped last-started first
     (SIGTERM, then SIGKILL after STOP_LIMIT seconds)."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
-        self.started: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.started: list[Started] = []
 
     def start(self, name: str, argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("wb") as log:
-            process = subprocess.Popen(
+        process = self._spawn(name, argv, popen, mode="wb")
+        self.started.append(Started(name, argv, popen, process))
+        return process
+
+    def restart(self, name: str, *, patience: float = STOP_LIMIT) -> None:
+        """Stop `name` (SIGKILL `patience` seconds after SIGTERM), then start it again as
+        it was started; its log goes on."""
+        entry = next(s for s in self.started if s.name == name)
+        _stop(entry.process, patience)
+        entry.process = self._spawn(name, entry.argv, entry.popen, mode="ab")
+
+    def _spawn(
+        self, name: str, argv: list[str], popen: dict[str, Any], *, mode: str
+    ) -> subprocess.Popen[bytes]:
+        with (self.logs / f"{name}.log").open(mode) as log:
+            return subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen
             )
-        self.started.append((name, process))
-        return process
 
     def check(self) -> None:
         """Fail, with the end of its log, when a process has exited."""
-        for name, process in self.started:
-            if process.poll() is not None:
-                raise ProcessError(f"{name} exited with {process.returncode}:\n{self.tail(name)}")
+        for entry in self.started:
+            if entry.process.poll() is not None:
+                raise ProcessError(
+                    f"{entry.name} exited with {entry.process.returncode}:\n{self.tail(entry.name)}"
+                )
 
     def tail(self, name: str, lines: int = 30) -> str:
         text = (self.logs / f"{name}.log").read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        for _, process in reversed(self.started):
-            if process.poll() is None:
-                process.terminate()
-            try:
-                process.wait(STOP_LIMIT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for entry in reversed(self.started):
+            _stop(entry.process)
+
+
+def _stop(process: subprocess.Popen[bytes], patience: float = STOP_LIMIT) -> None:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(patience)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def wait_until_ok(

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint types unit e2e bench image deploy-template k8s-schema clean
+.PHONY: venv run test lint types unit fast controlplane e2e bench image deploy-template k8s-schema clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
@@ -28,9 +28,19 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) controlplane
 	$(BIN)/pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+# The tests that need no control plane (and no Go).
+fast: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m "not e2e"
+
+# etcd, kube-apiserver, kube-controller-manager and kubectl for the e2e tests, built from
+# the Go modules pinned in scripts/controlplane/ into ~/.cache (minutes the first time,
+# nothing after while the pins stay).
+controlplane:
+	bash scripts/controlplane/build.sh >/dev/null
 
 test: lint types unit
 

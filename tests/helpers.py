@@ -25,6 +25,15 @@ def admission_fixture(name: str) -> dict[str, Any]:
     return data
 
 
+def recorded_items(resource: str) -> list[dict[str, Any]]:
+    """The items of a list answer a real API server recorded (kube-api/RESOURCE-list.json):
+    pods, replicasets, jobs, namespaces..."""
+    items: list[dict[str, Any]] = json.loads((KUBE_API / f"{resource}-list.json").read_text())[
+        "items"
+    ]
+    return items
+
+
 def admission_fixture_names() -> list[str]:
     return sorted(p.stem for p in ADMISSION.glob("*.json") if not p.name.startswith("_"))
 

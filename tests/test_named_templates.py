@@ -20,9 +20,16 @@ from injector.template import load_template
 from injector.template_review import review_template
 from injector.workloads import Snapshot, workloads
 from tests.conftest import start_server
-from tests.helpers import DEFAULT_TEMPLATE, admission_fixture, apply, bump, decode_patch, wait_until
+from tests.helpers import (
+    DEFAULT_TEMPLATE,
+    admission_fixture,
+    apply,
+    bump,
+    decode_patch,
+    recorded_items,
+    wait_until,
+)
 from tests.kube_api import KubeApi
-from tests.kube_cluster import recorded_items
 from tests.test_watch import watching
 
 GOOD = DEFAULT_TEMPLATE.read_text()

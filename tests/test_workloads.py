@@ -18,8 +18,7 @@ from injector.workloads import (
     rollout_done,
     workloads,
 )
-from tests.helpers import KUBE_API
-from tests.kube_cluster import recorded_items
+from tests.helpers import KUBE_API, recorded_items
 
 SIDECARS = frozenset({"mesher"})
 

@@ -1,0 +1,173 @@
+"""Our injector as a local process the e2e control plane calls by URL, registered with the
+webhook configurations that deploy/ installs (their clientConfig pointed at the URL)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.e2e import manifests
+from tests.e2e.controlplane import ControlPlane
+from tests.e2e.manifests import ASK, INJECTION_LABEL, container_names, template_configmap
+from tests.e2e.processes import Processes, free_port, wait_until_ok
+from tests.helpers import DEFAULT_TEMPLATE, ROOT
+
+WEBHOOKS = ROOT / "deploy" / "base" / "webhook.yaml"
+REGISTRATION_LIMIT = 20.0
+# A template edit the validating webhook refuses, and what kubectl then says.
+UNKNOWN_VARIABLE = DEFAULT_TEMPLATE.read_text().replace("{{ values.appId }}", "{{ values.nope }}")
+DENIED_TEMPLATE = 'admission webhook "template.sidecar.mesher.io" denied the request'
+
+
+@dataclass(frozen=True, slots=True)
+class LocalInjector:
+    url: str
+    admin: str
+    ca_file: Path
+
+
+@contextlib.contextmanager
+def running_injector(
+    workdir: Path,
+    *,
+    template_file: Path = DEFAULT_TEMPLATE,
+    configmap: str = "",
+    kubeconfig: Path | None = None,
+) -> Iterator[LocalInjector]:
+    """`mesher-injector serve` on loopback with a self-signed certificate (for 127.0.0.1),
+    ready once its template is loaded; stopped (SIGTERM) after. With `configmap`
+    (NAMESPACE/NAME) the template comes from that ConfigMap, watched through the API
+    server `kubeconfig` names; else from `template_file`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, admin_port = free_port(), free_port()
+    source = (
+        ["--template-source=configmap", f"--configmap={configmap}"]
+        if configmap
+        else [f"--template-file={template_file}"]
+    )
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)} if kubeconfig else None
+    processes = Processes(workdir)
+    try:
+        processes.start(
+            "injector",
+            [
+                sys.executable,
+                "-m",
+                "injector",
+                "serve",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--admin-port={admin_port}",
+                "--self-signed",
+                f"--self-signed-dir={workdir / 'certs'}",
+                *source,
+                "--log-format=json",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        admin = f"http://127.0.0.1:{admin_port}"
+        wait_until_ok(f"{admin}/readyz", processes)
+        yield LocalInjector(
+            url=f"https://127.0.0.1:{port}", admin=admin, ca_file=workdir / "certs" / "ca.crt"
+        )
+    finally:
+        processes.stop()
+
+
+def webhook_by_url(injector: LocalInjector, kind: str) -> dict[str, Any]:
+    """deploy/'s webhook configuration of `kind` as installed (rules, namespaceSelector,
+    matchConditions, failurePolicy), calling `injector` by URL instead of its Service."""
+    documents = yaml.safe_load_all(WEBHOOKS.read_text())
+    found = next(d for d in documents if d["kind"] == kind)
+    configuration: dict[str, Any] = copy.deepcopy(found)
+    ca_bundle = base64.b64encode(injector.ca_file.read_bytes()).decode()
+    for webhook in configuration["webhooks"]:
+        path = webhook["clientConfig"]["service"]["path"]
+        webhook["clientConfig"] = {"url": f"{injector.url}{path}", "caBundle": ca_bundle}
+    return configuration
+
+
+def mutating_webhook_by_url(injector: LocalInjector) -> dict[str, Any]:
+    return webhook_by_url(injector, "MutatingWebhookConfiguration")
+
+
+def validating_webhook_by_url(injector: LocalInjector) -> dict[str, Any]:
+    return webhook_by_url(injector, "ValidatingWebhookConfiguration")
+
+
+def kubectl_ok(control_plane: ControlPlane, *args: str, stdin: str | None = None) -> str:
+    result = control_plane.kubectl(*args, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@contextlib.contextmanager
+def registered(control_plane: ControlPlane, configuration: dict[str, Any]) -> Iterator[None]:
+    """A webhook configuration applied for the block, deleted after. The API server's
+    webhook cache catches up a moment later, both ways: probe before relying on it."""
+    kubectl_ok(control_plane, "apply", "-f", "-", stdin=json.dumps(configuration))
+    try:
+        yield
+    finally:
+        kind, name = configuration["kind"].lower(), configuration["metadata"]["name"]
+        kubectl_ok(control_plane, "delete", kind, name)
+
+
+def wait_until_the_api_server_calls(control_plane: ControlPlane, namespace: str) -> None:
+    """A webhook configuration reaches the API server's cache a moment after it is stored:
+    dry-run a pod that asks until it comes back injected."""
+    probe = json.dumps(manifests.pod("probe", annotations=ASK))
+    deadline = time.monotonic() + REGISTRATION_LIMIT
+    while time.monotonic() < deadline:
+        created = control_plane.kubectl(
+            "create", "--dry-run=server", "-o", "json", "-n", namespace, "-f", "-", stdin=probe
+        )
+        if created.returncode == 0 and "mesher" in container_names(json.loads(created.stdout)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the webhook was not called within {REGISTRATION_LIMIT} s")
+
+
+@contextlib.contextmanager
+def injecting(control_plane: ControlPlane, injector: LocalInjector) -> Iterator[None]:
+    """`injector` registered as deploy/ registers the real one, and called by the API
+    server (probed in a labelled namespace of its own) for the block."""
+    probe_namespace = f"e2e-probe-{uuid.uuid4().hex[:8]}"
+    with registered(control_plane, mutating_webhook_by_url(injector)):
+        kubectl_ok(control_plane, "create", "namespace", probe_namespace)
+        try:
+            kubectl_ok(
+                control_plane, "label", "namespace", probe_namespace, f"{INJECTION_LABEL}=enabled"
+            )
+            wait_until_the_api_server_calls(control_plane, probe_namespace)
+            yield
+        finally:
+            kubectl_ok(control_plane, "delete", "namespace", probe_namespace, "--wait=false")
+
+
+def wait_until_a_broken_template_is_refused(control_plane: ControlPlane, namespace: str) -> None:
+    """The template's validating webhook reaches the API server's cache after a moment:
+    dry-run a broken template in `namespace` until the webhook refuses it."""
+    probe = json.dumps(template_configmap(UNKNOWN_VARIABLE))
+    deadline = time.monotonic() + REGISTRATION_LIMIT
+    while time.monotonic() < deadline:
+        result = control_plane.kubectl(
+            "create", "--dry-run=server", "-n", namespace, "-f", "-", stdin=probe
+        )
+        if DENIED_TEMPLATE in result.stderr:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the template webhook was not called within {REGISTRATION_LIMIT} s")

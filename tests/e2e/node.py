@@ -1,0 +1,247 @@
+"""What a stand-in node does with each pod: pure decisions and the objects it writes.
+
+Nothing can run containers on these machines, so a node agent (node_agent.py) plays the
+kubelet: it binds pods to its one node, reports them Running and Ready, completes the pods
+of Jobs and deletes terminating pods. This module decides each pod's next step from the pod
+alone and the time, so the agent keeps no state and survives its own restart.
+
+- A pod whose restartPolicy is Always (Deployments, StatefulSets, DaemonSets) runs forever.
+- Any other pod (a Job's) "runs" RUN_SECONDS, then its regular containers exit 0 and it
+  Succeeds, unless one of them is a classic sidecar: a proxy that serves until it is killed
+  (CLASSIC_SIDECAR in `containers`), which keeps it Running, as on a real node. A native
+  sidecar (an init container with restartPolicy Always) never holds a pod up.
+- A terminating pod goes when its apps have stopped: STOP_SECONDS after the deletion, or at
+  the end of its grace period when that is sooner; at once when it had already finished.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+Json = dict[str, Any]
+
+NODE_NAME = "stand-in"
+NODE_IP = "127.0.0.1"
+# Pod addresses are loopback too, so a test may serve a pod's port on its podIP.
+POD_NETWORK = ipaddress.ip_network("127.1.0.0/16")
+RUN_SECONDS = 1.0
+STOP_SECONDS = 1.0
+CLASSIC_SIDECAR = "mesher"
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """Schedule the pod on our node (pods/binding), as kube-scheduler would."""
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Report the pod Running and Ready."""
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    """Report the pod Succeeded: all its regular containers exited 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    """Delete the terminating pod for good (grace period 0), as a kubelet does."""
+
+
+Step = Bind | Start | Complete | Remove
+
+
+def timestamp(now: datetime.datetime) -> str:
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(value: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(value)
+
+
+def is_native_sidecar(container: Json) -> bool:
+    return container.get("restartPolicy") == "Always"
+
+
+def _ends_by_itself(pod: Json) -> bool:
+    if pod["spec"].get("restartPolicy", "Always") == "Always":
+        return False
+    return all(c["name"] != CLASSIC_SIDECAR for c in pod["spec"]["containers"])
+
+
+def _stops_at(pod: Json) -> datetime.datetime:
+    deadline = _parse(pod["metadata"]["deletionTimestamp"])
+    grace = float(pod["metadata"].get("deletionGracePeriodSeconds", 0))
+    requested = deadline - datetime.timedelta(seconds=grace)
+    return requested + datetime.timedelta(seconds=min(grace, STOP_SECONDS))
+
+
+def next_step(pod: Json, *, now: datetime.datetime) -> Step | None:
+    """The one thing to do for `pod` now, or None when it is as it should be."""
+    status = pod.get("status", {})
+    phase = status.get("phase", "Pending")
+    if "deletionTimestamp" in pod["metadata"]:
+        finished = phase in ("Succeeded", "Failed")
+        return Remove() if finished or now >= _stops_at(pod) else None
+    if not pod["spec"].get("nodeName"):
+        return Bind()
+    if phase == "Pending":
+        return Start()
+    if phase == "Running" and _ends_by_itself(pod):
+        started = _parse(status["startTime"])
+        if now >= started + datetime.timedelta(seconds=RUN_SECONDS):
+            return Complete()
+    return None
+
+
+def pod_ip(pod: Json, used: Iterable[str]) -> str:
+    """The node's address for a host-network pod, else the first free pod address."""
+    if pod["spec"].get("hostNetwork"):
+        return NODE_IP
+    taken = set(used)
+    return next(str(ip) for ip in POD_NETWORK.hosts() if str(ip) not in taken)
+
+
+def binding(pod: Json) -> Json:
+    return {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": NODE_NAME},
+    }
+
+
+def _condition(kind: str, status: bool, now: str, reason: str | None = None) -> Json:
+    condition: Json = {
+        "type": kind,
+        "status": "True" if status else "False",
+        "lastTransitionTime": now,
+        "lastProbeTime": None,
+    }
+    if reason:
+        condition["reason"] = reason
+    return condition
+
+
+def _running(container: Json, now: str) -> Json:
+    return {
+        "name": container["name"],
+        "image": container["image"],
+        "imageID": "",
+        "containerID": f"stand-in://{container['name']}",
+        "ready": True,
+        "started": True,
+        "restartCount": 0,
+        "state": {"running": {"startedAt": now}},
+    }
+
+
+def _exited(container: Json, now: str) -> Json:
+    return {
+        "name": container["name"],
+        "image": container["image"],
+        "imageID": "",
+        "containerID": f"stand-in://{container['name']}",
+        "ready": False,
+        "started": False,
+        "restartCount": 0,
+        "state": {
+            "terminated": {
+                "exitCode": 0,
+                "reason": "Completed",
+                "startedAt": now,
+                "finishedAt": now,
+            }
+        },
+    }
+
+
+def running_status(pod: Json, *, ip: str, now: datetime.datetime) -> Json:
+    """Every container started and ready; plain init containers done, native sidecars up."""
+    at = timestamp(now)
+    init = pod["spec"].get("initContainers", [])
+    return {
+        "phase": "Running",
+        "hostIP": NODE_IP,
+        "hostIPs": [{"ip": NODE_IP}],
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "startTime": at,
+        "conditions": [
+            _condition(kind, True, at)
+            for kind in ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
+        ]
+        + [_condition("PodScheduled", True, at)],
+        "initContainerStatuses": [
+            _running(c, at) if is_native_sidecar(c) else _exited(c, at) for c in init
+        ],
+        "containerStatuses": [_running(c, at) for c in pod["spec"]["containers"]],
+    }
+
+
+def succeeded_status(pod: Json, *, now: datetime.datetime) -> Json:
+    """Every container exited 0, native sidecars stopped after the apps."""
+    at = timestamp(now)
+    return {
+        "phase": "Succeeded",
+        "conditions": [
+            _condition("Ready", False, at, "PodCompleted"),
+            _condition("ContainersReady", False, at, "PodCompleted"),
+        ],
+        "initContainerStatuses": [_exited(c, at) for c in pod["spec"].get("initContainers", [])],
+        "containerStatuses": [_exited(c, at) for c in pod["spec"]["containers"]],
+    }
+
+
+def node_manifest(*, now: datetime.datetime) -> Json:
+    """Our one node, Ready, roomy and untainted."""
+    at = timestamp(now)
+    room = {"cpu": "64", "memory": "256Gi", "pods": "1000", "ephemeral-storage": "1Ti"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": NODE_NAME,
+            "labels": {
+                "kubernetes.io/hostname": NODE_NAME,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            },
+        },
+        "spec": {},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "StandIn",
+                    "message": "a stand-in node agent of the e2e tests",
+                    "lastHeartbeatTime": at,
+                    "lastTransitionTime": at,
+                }
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": NODE_IP},
+                {"type": "Hostname", "address": NODE_NAME},
+            ],
+            "capacity": room,
+            "allocatable": room,
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "stand-in",
+                "containerRuntimeVersion": "stand-in://0",
+                "osImage": "none",
+                "kernelVersion": "",
+                "kubeProxyVersion": "",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+        },
+    }

@@ -1,0 +1,133 @@
+"""The stand-in node's decisions, on pods recorded from a real API server (no control plane
+needed: these are not marked e2e)."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from typing import Any
+
+from tests.e2e import node
+from tests.helpers import admission_fixture
+
+NOW = datetime.datetime(2026, 12, 1, 12, 0, 0, tzinfo=datetime.UTC)
+SECOND = datetime.timedelta(seconds=1)
+
+
+def recorded_pod() -> dict[str, Any]:
+    """A pod as the API server stored it at creation: no node, no status yet."""
+    pod: dict[str, Any] = copy.deepcopy(admission_fixture("server-mesher")["request"]["object"])
+    pod["metadata"].setdefault("uid", "0c2a6f1e-0000-4000-8000-000000000001")
+    return pod
+
+
+def started(pod: dict[str, Any], *, at: datetime.datetime = NOW) -> dict[str, Any]:
+    pod["spec"]["nodeName"] = node.NODE_NAME
+    pod["status"] = node.running_status(pod, ip="127.1.0.1", now=at)
+    return pod
+
+
+def a_job_pod(*containers: str) -> dict[str, Any]:
+    pod = recorded_pod()
+    pod["spec"]["restartPolicy"] = "Never"
+    app = pod["spec"]["containers"][0]
+    pod["spec"]["containers"] = [{**app, "name": name} for name in containers]
+    return pod
+
+
+def terminating(
+    pod: dict[str, Any], *, grace: int, asked: datetime.datetime = NOW
+) -> dict[str, Any]:
+    pod["metadata"]["deletionTimestamp"] = node.timestamp(asked + grace * SECOND)
+    pod["metadata"]["deletionGracePeriodSeconds"] = grace
+    return pod
+
+
+def test_a_new_pod_is_bound_to_the_node() -> None:
+    pod = recorded_pod()
+
+    assert node.next_step(pod, now=NOW) == node.Bind()
+    assert node.binding(pod)["target"]["name"] == node.NODE_NAME
+
+
+def test_a_bound_pending_pod_is_started() -> None:
+    pod = recorded_pod()
+    pod["spec"]["nodeName"] = node.NODE_NAME
+
+    assert node.next_step(pod, now=NOW) == node.Start()
+
+
+def test_a_pod_that_restarts_always_runs_on_forever() -> None:
+    pod = started(recorded_pod())
+
+    assert node.next_step(pod, now=NOW + 3600 * SECOND) is None
+
+
+def test_a_job_pod_succeeds_once_its_app_has_run() -> None:
+    pod = started(a_job_pod("app"))
+
+    assert node.next_step(pod, now=NOW) is None
+    assert node.next_step(pod, now=NOW + node.RUN_SECONDS * SECOND) == node.Complete()
+
+
+def test_a_job_pod_with_a_classic_mesher_sidecar_never_completes() -> None:
+    pod = started(a_job_pod("app", node.CLASSIC_SIDECAR))
+
+    assert node.next_step(pod, now=NOW + 3600 * SECOND) is None
+
+
+def test_a_job_pod_with_a_native_mesher_sidecar_completes() -> None:
+    pod = a_job_pod("app")
+    pod["spec"]["initContainers"] = [
+        {"name": node.CLASSIC_SIDECAR, "image": "mesher:1", "restartPolicy": "Always"}
+    ]
+    pod = started(pod)
+
+    assert node.next_step(pod, now=NOW + node.RUN_SECONDS * SECOND) == node.Complete()
+
+
+def test_a_running_pod_reports_native_sidecars_up_and_plain_init_containers_done() -> None:
+    pod = recorded_pod()
+    pod["spec"]["initContainers"] = [
+        {"name": "setup", "image": "busybox"},
+        {"name": "mesher", "image": "mesher:1", "restartPolicy": "Always"},
+    ]
+
+    status = node.running_status(pod, ip="127.1.0.7", now=NOW)
+
+    states = {s["name"]: next(iter(s["state"])) for s in status["initContainerStatuses"]}
+    assert states == {"setup": "terminated", "mesher": "running"}
+    assert {c["type"] for c in status["conditions"] if c["status"] == "True"} >= {
+        "Ready",
+        "ContainersReady",
+    }
+    assert status["podIP"] == "127.1.0.7"
+
+
+def test_a_terminating_pod_goes_when_its_apps_have_stopped() -> None:
+    pod = terminating(started(recorded_pod()), grace=30)
+
+    assert node.next_step(pod, now=NOW) is None
+    assert node.next_step(pod, now=NOW + node.STOP_SECONDS * SECOND) == node.Remove()
+
+
+def test_a_terminating_pod_with_a_short_grace_period_goes_at_its_end() -> None:
+    pod = terminating(started(recorded_pod()), grace=0)
+
+    assert node.next_step(pod, now=NOW) == node.Remove()
+
+
+def test_a_finished_pod_goes_at_once_when_deleted() -> None:
+    pod = started(a_job_pod("app"))
+    pod["status"] = node.succeeded_status(pod, now=NOW)
+    pod = terminating(pod, grace=30)
+
+    assert node.next_step(pod, now=NOW) == node.Remove()
+
+
+def test_pods_get_the_first_free_loopback_address_and_host_network_pods_the_nodes() -> None:
+    pod = recorded_pod()
+
+    assert node.pod_ip(pod, {"127.1.0.1", "127.1.0.3"}) == "127.1.0.2"
+    pod["spec"]["hostNetwork"] = True
+    assert node.pod_ip(pod, set()) == node.NODE_IP

@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import json
 import os
+import socket
 import ssl
 import statistics
 import subprocess
@@ -294,6 +295,40 @@ async def stalled_bodies(
     return result
 
 
+async def pipelined_unread(
+    server: ServerProcess, *, connections: int = 16, body: int = 400_000
+) -> float:
+    """`connections` clients each pipeline injectable pods padded to `body` bytes and never
+    read an answer, sending until the server stops reading (3 s without progress). The
+    server's peak RSS (MiB) meanwhile."""
+    ctx = ssl.create_default_context(cafile=str(server.ca_file))
+    review = FIXTURE.read_bytes()
+    padded = review + b" " * max(0, body - len(review))
+    head = (
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(padded)}\r\n\r\n"
+    ).encode()
+
+    async def client() -> asyncio.StreamWriter:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing anyway
+        sock.connect(("127.0.0.1", server.port))
+        _, writer = await asyncio.open_connection(
+            sock=sock, ssl=ctx, server_hostname="localhost", limit=4096
+        )
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while True:
+                writer.write(head + padded)
+                await asyncio.wait_for(writer.drain(), 3)
+        return writer
+
+    writers = await asyncio.gather(*(client() for _ in range(connections)))
+    peak = server.peak_rss_mib()
+    for writer in writers:
+        writer.close()
+    return peak
+
+
 def main() -> None:
     print(
         "| attack | answers | largest answer | peak RSS (VmHWM) | time | normal request p50 / max meanwhile |"
@@ -333,6 +368,20 @@ def main() -> None:
             f"{peak:.0f} MiB (idle {idle:.0f}) | {seconds:.1f} s | "
             f"one normal admission: {stalled.probe_status} in {stalled.probe_ms:.1f} ms |"
         )
+    for connections in (16, 64):
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start(Path(tmp))
+            try:
+                idle = server.peak_rss_mib()
+                started = time.perf_counter()
+                peak = asyncio.run(pipelined_unread(server, connections=connections))
+                seconds = time.perf_counter() - started
+            finally:
+                server.stop()
+            print(
+                f"| {connections} clients pipelining 400 KB pods, never reading an answer | "
+                f"- | - | {peak:.0f} MiB (idle {idle:.0f}) | {seconds:.1f} s | - |"
+            )
 
 
 if __name__ == "__main__":

@@ -26,6 +26,12 @@ MAX_BODY_BYTES_IN_FLIGHT = 32 * 1024 * 1024
 # 4/3 of MAX_BODY_BYTES).
 LARGE_BODY_BYTES = 64 * 1024
 LARGE_BODIES_SHARE = 0.75
+# aiohttp's read buffer per request body (its read_bufsize; its default is 64 KiB): it
+# parses up to 32 pipelined requests of a connection ahead of their handlers, each body
+# buffered up to twice this, outside the body budget. An API server's pod fits in one
+# buffer; a client pipelining 400 KB bodies without reading its answers held ~14 MiB
+# per connection with the default, ~2 MiB with this (bench/RESULTS.md).
+READ_BUFFER_BYTES = 16 * 1024
 # What a 429 tells the client to wait before it asks again.
 RETRY_AFTER_S = 1
 # servicePorts items parsed: a pod listens on a handful of ports, never thousands.
@@ -70,6 +76,10 @@ READ_TIMEOUT_S = 10.0
 # An idle keep-alive connection is closed after this: longer than the API server's own
 # idle timeout (Go's transport, 90 s), so the client closes first and never races us.
 KEEPALIVE_TIMEOUT_S = 120.0
+# After an answer that leaves the body unread (413, 415, 429), how long the rest of the
+# body is read and dropped before the connection closes: enough for the API server,
+# which has sent it all at once; a slower client's answer may be lost with the connection.
+LINGER_S = 1.0
 # To complete a TLS handshake (asyncio's default is 60 s).
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
 

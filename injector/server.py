@@ -357,7 +357,11 @@ def webhook_server(
         access_log=None,
         keepalive_timeout=keepalive_timeout,
         auto_decompress=False,  # never inflate a request body (415 instead)
-        lingering_time=0,  # a body left unread (413, 415, 429, 408) is not waited for: close
+        # A body left unread (413, 415, 429) is read and dropped for up to this long before
+        # the connection closes, so the client reads the answer (closing with its bytes
+        # unread would reset the connection under the answer); it is never kept.
+        lingering_time=limits.LINGER_S,
+        read_bufsize=limits.READ_BUFFER_BYTES,
         logger=quiet_server_logger(),
     )
 

@@ -131,3 +131,46 @@ def test_pods_get_the_first_free_loopback_address_and_host_network_pods_the_node
     assert node.pod_ip(pod, {"127.1.0.1", "127.1.0.3"}) == "127.1.0.2"
     pod["spec"]["hostNetwork"] = True
     assert node.pod_ip(pod, set()) == node.NODE_IP
+
+
+def a_probed_pod() -> dict[str, Any]:
+    """The recorded pod, its app the injector, probed for readiness on a named port, as
+    deploy/ runs it."""
+    pod = recorded_pod()
+    app = pod["spec"]["containers"][0]
+    app["image"] = "registry.example/mesher-injector:0.1.0"
+    app["ports"] = [{"name": "admin", "containerPort": 8080}]
+    app["readinessProbe"] = {"httpGet": {"path": "/readyz", "port": "admin"}}
+    return pod
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"]["conditions"])
+
+
+def test_a_pod_with_a_readiness_probe_starts_unready_and_is_probed_at_its_address() -> None:
+    pod = started(a_probed_pod())
+
+    assert not is_ready(pod)
+    assert node.next_step(pod, now=NOW) == node.Probe("http://127.1.0.1:8080/readyz", ready=False)
+
+
+def test_a_probed_pod_turns_ready_and_back_as_its_probe_answers() -> None:
+    pod = started(a_probed_pod())
+
+    pod["status"] = node.readiness_status(pod, ready=True, now=NOW + 5 * SECOND)
+
+    assert is_ready(pod)
+    assert pod["status"]["startTime"] == node.timestamp(NOW)
+    assert node.next_step(pod, now=NOW) == node.Probe("http://127.1.0.1:8080/readyz", ready=True)
+    pod["status"] = node.readiness_status(pod, ready=False, now=NOW + 9 * SECOND)
+    assert not is_ready(pod)
+    assert [s["ready"] for s in pod["status"]["containerStatuses"]] == [False]
+
+
+def test_a_probe_of_a_container_that_runs_nothing_here_is_not_run() -> None:
+    pod = started(recorded_pod())  # its app has an httpGet readiness probe
+
+    assert any("readinessProbe" in c for c in pod["spec"]["containers"])
+    assert is_ready(pod)
+    assert node.next_step(pod, now=NOW) is None

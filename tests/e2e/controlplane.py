@@ -1,5 +1,6 @@
 """A loopback-only Kubernetes control plane for the e2e tests: etcd, kube-apiserver,
-kube-controller-manager and the stand-in node agent, as local processes.
+kube-controller-manager, the stand-in node agent and its pod runner (which also stands in
+for kube-proxy), as local processes.
 
 The binaries come from scripts/controlplane/build.sh (`make controlplane`). Everything
 listens on 127.0.0.1, and the service range is inside 127.0.0.0/8 too, so no webhook call
@@ -163,7 +164,8 @@ def apiserver_flags(*, etcd: str, port: int, pki: Pki, workdir: Path) -> list[st
         f"--client-ca-file={pki.ca.cert}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         # Kubernetes refuses 127.0.0.1 as the `kubernetes` Service's endpoint, and would
-        # say so every 10 s.
+        # say so every 10 s. (No EndpointSlice may hold a loopback address either: the pod
+        # runner serves Services' ClusterIPs from the pods themselves.)
         "--endpoint-reconciler-type=none",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={pki.service_account_pub}",
@@ -249,6 +251,20 @@ def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane
                 f"--ca={pki.ca.cert}",
                 f"--cert={pki.admin.cert}",
                 f"--key={pki.admin.key}",
+            ],
+            cwd=ROOT,
+        )
+        processes.start(
+            "pod-runner",
+            [
+                sys.executable,
+                "-m",
+                "tests.e2e.pod_runner",
+                f"--server={credentials.server}",
+                f"--ca={pki.ca.cert}",
+                f"--cert={pki.admin.cert}",
+                f"--key={pki.admin.key}",
+                f"--workdir={workdir / 'pods'}",
             ],
             cwd=ROOT,
         )

@@ -1,0 +1,153 @@
+"""deploy/install.sh end to end, on a control plane of the module's own (a fresh
+mesher-system): the injector's Deployment runs as local processes of our CLI on its pods'
+loopback addresses (tests/e2e/pod_runner.py), probed for readiness by the stand-in node,
+and the API server calls the webhooks through their Service's endpoints."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from injector.template import load_template
+from tests.e2e import manifests
+from tests.e2e.controlplane import ControlPlane, find_binaries, running_control_plane
+from tests.e2e.injector import (
+    DENIED_TEMPLATE,
+    UNKNOWN_VARIABLE,
+    kubectl_ok,
+    wait_until_a_broken_template_is_refused,
+)
+from tests.e2e.manifests import (
+    ASK,
+    INJECTION_LABEL,
+    INJECTOR_NAMESPACE,
+    TEMPLATE_CONFIGMAP,
+    container_names,
+    template_configmap,
+)
+from tests.helpers import DEFAULT_TEMPLATE, ROOT, bump
+
+pytestmark = pytest.mark.e2e
+
+INSTALL = ROOT / "deploy" / "install.sh"
+APP = "meshed"
+RELOAD_LIMIT = 20.0
+
+
+def install(plane: ControlPlane, **env: str) -> subprocess.CompletedProcess[str]:
+    """deploy/install.sh with our kubectl on `plane` and this checkout's CLI."""
+    return subprocess.run(
+        ["bash", str(INSTALL)],
+        env={
+            **os.environ,
+            "KUBECONFIG": str(plane.kubeconfig),
+            "KUBECTL": str(plane.bin_dir / "kubectl"),
+            "MESHER_INJECTOR": str(ROOT / ".venv" / "bin" / "mesher-injector"),
+            "TIMEOUT": "60s",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def create_pod(plane: ControlPlane, name: str) -> subprocess.CompletedProcess[str]:
+    pod = manifests.pod(name, annotations=ASK)
+    return plane.kubectl("create", "-n", APP, "-o", "json", "-f", "-", stdin=json.dumps(pod))
+
+
+def injected_revision(plane: ControlPlane, name: str) -> str:
+    created = create_pod(plane, name)
+    assert created.returncode == 0, created.stderr
+    pod = json.loads(created.stdout)
+    assert container_names(pod) == ["app", "mesher"]
+    revision: str = pod["metadata"]["annotations"]["sidecar.mesher.io/template-revision"]
+    return revision
+
+
+def stored_template(plane: ControlPlane) -> str:
+    found = kubectl_ok(
+        plane, "get", "configmap", "-n", INJECTOR_NAMESPACE, TEMPLATE_CONFIGMAP, "-o", "json"
+    )
+    text: str = json.loads(found)["data"]["template.yaml"]
+    return text
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A fresh control plane with deploy/install.sh run once, and namespace APP opted in."""
+    with running_control_plane(tmp_path_factory.mktemp("install-plane"), find_binaries()) as plane:
+        first = install(plane)
+        assert first.returncode == 0, first.stdout + first.stderr
+        kubectl_ok(plane, "create", "namespace", APP)
+        kubectl_ok(plane, "label", "namespace", APP, f"{INJECTION_LABEL}=enabled")
+        yield plane
+
+
+def test_a_fresh_install_injects_pods_through_the_injectors_service(
+    installed: ControlPlane,
+) -> None:
+    revision = injected_revision(installed, "first")
+
+    assert revision == load_template(DEFAULT_TEMPLATE.read_text()).revision
+    deployment = json.loads(
+        kubectl_ok(
+            installed, "get", "-n", INJECTOR_NAMESPACE, "deployment/mesher-injector", "-o", "json"
+        )
+    )
+    assert deployment["status"]["readyReplicas"] == 2
+
+
+def test_a_fresh_install_refuses_a_broken_template_edit_through_the_service(
+    installed: ControlPlane,
+) -> None:
+    wait_until_a_broken_template_is_refused(installed, INJECTOR_NAMESPACE)
+    before = stored_template(installed)
+
+    applied = installed.kubectl(
+        "apply",
+        "-n",
+        INJECTOR_NAMESPACE,
+        "-f",
+        "-",
+        stdin=json.dumps(template_configmap(UNKNOWN_VARIABLE)),
+    )
+
+    assert applied.returncode != 0
+    assert DENIED_TEMPLATE in applied.stderr
+    assert stored_template(installed) == before
+
+
+def test_a_re_install_keeps_the_admins_template_edit(installed: ControlPlane) -> None:
+    edit = bump(stored_template(installed), "1.6.9")
+    kubectl_ok(
+        installed,
+        "apply",
+        "-n",
+        INJECTOR_NAMESPACE,
+        "-f",
+        "-",
+        stdin=json.dumps(template_configmap(edit)),
+    )
+
+    again = install(installed)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "keeping the template ConfigMap" in again.stdout
+    assert stored_template(installed) == edit
+    # Every injector replica serves the edit (its watch has it): a few pods in a row get it.
+    wanted = load_template(edit).revision
+    deadline = time.monotonic() + RELOAD_LIMIT
+    for attempt in itertools.count():
+        if all(injected_revision(installed, f"edited-{attempt}-{i}") == wanted for i in range(4)):
+            break
+        assert time.monotonic() < deadline, f"pods are not injected with {wanted} yet"
+        time.sleep(0.2)

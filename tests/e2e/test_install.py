@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.e2e
 INSTALL = ROOT / "deploy" / "install.sh"
 APP = "meshed"
 RELOAD_LIMIT = 20.0
+SELECTOR = "app.kubernetes.io/name=mesher-injector"
 
 
 def install(plane: ControlPlane, **env: str) -> subprocess.CompletedProcess[str]:
@@ -151,3 +153,59 @@ def test_a_re_install_keeps_the_admins_template_edit(installed: ControlPlane) ->
             break
         assert time.monotonic() < deadline, f"pods are not injected with {wanted} yet"
         time.sleep(0.2)
+
+
+def ca_bundle(plane: ControlPlane) -> str:
+    return kubectl_ok(
+        plane,
+        "get",
+        "mutatingwebhookconfiguration",
+        "mesher-injector",
+        "-o",
+        "jsonpath={.webhooks[0].clientConfig.caBundle}",
+    )
+
+
+def injector_pods(plane: ControlPlane) -> set[str]:
+    names = kubectl_ok(plane, "get", "pods", "-n", INJECTOR_NAMESPACE, "-l", SELECTOR, "-o", "name")
+    return set(names.split())
+
+
+def test_rotate_issues_a_new_ca_with_no_failed_pod_creation_meanwhile(
+    installed: ControlPlane,
+) -> None:
+    before_ca, before_pods = ca_bundle(installed), injector_pods(installed)
+    stop = threading.Event()
+    outcomes: list[str] = []
+
+    def create_pods_until_stopped() -> None:
+        for n in itertools.count():
+            if stop.is_set():
+                return
+            created = create_pod(installed, f"rotating-{n}")
+            if created.returncode != 0:
+                outcomes.append(created.stderr.strip())
+            else:
+                names = container_names(json.loads(created.stdout))
+                outcomes.append(
+                    "injected" if names == ["app", "mesher"] else f"not injected: {names}"
+                )
+
+    creator = threading.Thread(target=create_pods_until_stopped)
+    creator.start()
+    try:
+        rotated = install(installed, ROTATE="1")
+    finally:
+        stop.set()
+        creator.join()
+
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    assert "caBundle trusts the old and the new CA while the injectors switch" in rotated.stdout
+    assert "every injector serves the new certificate: caBundle trusts the new CA only" in (
+        rotated.stdout
+    )
+    assert [o for o in outcomes if o != "injected"] == []
+    assert len(outcomes) >= 10
+    assert ca_bundle(installed) not in ("", before_ca)
+    assert injector_pods(installed).isdisjoint(before_pods)
+    assert injected_revision(installed, "rotated") != ""

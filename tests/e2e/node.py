@@ -21,6 +21,7 @@ alone and the time, so the agent keeps no state and survives its own restart.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -153,11 +154,19 @@ def _is_ready(pod: Json) -> bool:
 
 
 def pod_ip(pod: Json, used: Iterable[str]) -> str:
-    """The node's address for a host-network pod, else the first free pod address."""
+    """The node's address for a host-network pod, else a free pod address picked by the
+    pod's uid: an address a deleted pod just left is not handed out again at once (its
+    process may still be draining on it), as a real node's IPAM would not."""
     if pod["spec"].get("hostNetwork"):
         return NODE_IP
     taken = set(used)
-    return next(str(ip) for ip in POD_NETWORK.hosts() if str(ip) not in taken)
+    hosts = POD_NETWORK.num_addresses - 2
+    start = int(hashlib.sha256(pod["metadata"]["uid"].encode()).hexdigest(), 16) % hosts
+    for offset in range(hosts):
+        ip = str(POD_NETWORK.network_address + 1 + (start + offset) % hosts)
+        if ip not in taken:
+            return ip
+    raise RuntimeError(f"no free address in {POD_NETWORK}")
 
 
 def binding(pod: Json) -> Json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import ipaddress
 from typing import Any
 
 from tests.e2e import node
@@ -125,10 +126,16 @@ def test_a_finished_pod_goes_at_once_when_deleted() -> None:
     assert node.next_step(pod, now=NOW) == node.Remove()
 
 
-def test_pods_get_the_first_free_loopback_address_and_host_network_pods_the_nodes() -> None:
+def test_a_pod_gets_a_free_loopback_address_of_its_own_and_a_host_network_pod_the_nodes() -> None:
     pod = recorded_pod()
+    own = node.pod_ip(pod, set())
+    other = recorded_pod()
+    other["metadata"]["uid"] = "0c2a6f1e-0000-4000-8000-000000000002"
 
-    assert node.pod_ip(pod, {"127.1.0.1", "127.1.0.3"}) == "127.1.0.2"
+    assert ipaddress.ip_address(own) in node.POD_NETWORK
+    assert node.pod_ip(pod, set()) == own  # the same pod, the same address
+    assert node.pod_ip(other, set()) != own  # another pod, not the address just freed
+    assert node.pod_ip(pod, {own}) not in (own, node.NODE_IP)
     pod["spec"]["hostNetwork"] = True
     assert node.pod_ip(pod, set()) == node.NODE_IP
 

@@ -209,3 +209,48 @@ def test_rotate_issues_a_new_ca_with_no_failed_pod_creation_meanwhile(
     assert ca_bundle(installed) not in ("", before_ca)
     assert injector_pods(installed).isdisjoint(before_pods)
     assert injected_revision(installed, "rotated") != ""
+
+
+def test_reset_template_puts_the_shipped_template_back(installed: ControlPlane) -> None:
+    edit = bump(DEFAULT_TEMPLATE.read_text(), "1.6.8")
+    kubectl_ok(
+        installed,
+        "apply",
+        "-n",
+        INJECTOR_NAMESPACE,
+        "-f",
+        "-",
+        stdin=json.dumps(template_configmap(edit)),
+    )
+
+    reset = install(installed, RESET_TEMPLATE="1")
+
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    assert "reset the template ConfigMap to the shipped default" in reset.stdout
+    assert stored_template(installed) == DEFAULT_TEMPLATE.read_text()
+
+
+@pytest.mark.parametrize(
+    ("image", "running"),
+    [
+        ("registry.local:5000/mesher-injector:0.2.0", "registry.local:5000/mesher-injector:0.2.0"),
+        # a registry's port is not a tag: the shipped tag stays
+        ("registry.local:5000/mesher-injector", "registry.local:5000/mesher-injector:0.1.0"),
+        ("mesher-injector:dev", "mesher-injector:dev"),
+    ],
+)
+def test_an_install_with_another_image_rolls_the_injectors_onto_it(
+    installed: ControlPlane, image: str, running: str
+) -> None:
+    before = injector_pods(installed)
+
+    upgraded = install(installed, IMAGE=image)
+
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    pods = json.loads(
+        kubectl_ok(installed, "get", "pods", "-n", INJECTOR_NAMESPACE, "-l", SELECTOR, "-o", "json")
+    )["items"]
+    live = [p for p in pods if "deletionTimestamp" not in p["metadata"]]
+    assert {p["spec"]["containers"][0]["image"] for p in live} == {running}
+    assert {f"pod/{p['metadata']['name']}" for p in live}.isdisjoint(before)
+    assert injected_revision(installed, f"upgraded-{len(before)}-{time.monotonic_ns()}") != ""

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -32,6 +33,7 @@ from tests.helpers import ROOT
 
 PERIOD = 0.2
 TOKEN_SECONDS = 3600
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def runnable(pod: Json) -> Json | None:
@@ -72,6 +74,12 @@ def argv_of(container: Json, pod: Json, mounts: dict[str, Path]) -> list[str]:
     """`mesher-injector ARGS --host POD_IP`, mount paths in ARGS made local folders."""
     args = [local_path(str(a), mounts) for a in container.get("args", [])]
     return [sys.executable, "-m", "injector", *args, f"--host={pod['status']['podIP']}"]
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the runner dies, even killed (no pod outlives its node)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Runner:
@@ -162,7 +170,9 @@ class Runner:
         env |= env_of(container, pod)
         env["KUBECONFIG"] = str(await self.kubeconfig(pod, folder))
         argv = argv_of(container, pod, mounts)
-        self.running[meta["uid"]] = self.processes.start(meta["name"], argv, cwd=ROOT, env=env)
+        self.running[meta["uid"]] = self.processes.start(
+            meta["name"], argv, cwd=ROOT, env=env, preexec_fn=_die_with_parent
+        )
         print(f"pod runner: started {meta['namespace']}/{meta['name']}", file=sys.stderr)
 
     async def tend(self) -> None:

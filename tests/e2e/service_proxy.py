@@ -115,7 +115,13 @@ class ServiceProxy:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        try:
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        except asyncio.CancelledError:
+            # The runner is stopping: asyncio's stream server would print the cancellation
+            # of its callback as an unhandled error.
+            upstream_writer.close()
+            writer.close()
 
     def close(self) -> None:
         for server in self.servers.values():

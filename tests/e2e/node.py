@@ -11,7 +11,9 @@ alone and the time, so the agent keeps no state and survives its own restart.
   (CLASSIC_SIDECAR in `containers`), which keeps it Running, as on a real node. A native
   sidecar (an init container with restartPolicy Always) never holds a pod up.
 - A terminating pod goes when its apps have stopped: STOP_SECONDS after the deletion, or at
-  the end of its grace period when that is sooner; at once when it had already finished.
+  the end of its grace period when that is sooner; at once when it had already finished;
+  one whose container runs here for real, once its process has exited (or at the end of
+  its grace period).
 - Containers of RUN_HERE images are run for real, as local processes on the pod's address
   (tests/e2e/pod_runner.py): a pod with one that has an httpGet readiness probe is Ready
   only while the probe answers at that address. Every other container runs nothing and is
@@ -61,6 +63,14 @@ class Remove:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoveOnceStopped:
+    """Delete the terminating pod once nothing listens at `url` (its probe's address) any
+    more: its process has exited, as a kubelet waits for its containers to stop."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
 class Probe:
     """GET `url` (the pod's readiness probe) and report the pod Ready when it answers 200,
     not Ready otherwise; `ready` is what the pod says now."""
@@ -69,7 +79,7 @@ class Probe:
     ready: bool
 
 
-Step = Bind | Start | Complete | Remove | Probe
+Step = Bind | Start | Complete | Remove | RemoveOnceStopped | Probe
 
 
 def timestamp(now: datetime.datetime) -> str:
@@ -102,8 +112,12 @@ def next_step(pod: Json, *, now: datetime.datetime) -> Step | None:
     status = pod.get("status", {})
     phase = status.get("phase", "Pending")
     if "deletionTimestamp" in pod["metadata"]:
-        finished = phase in ("Succeeded", "Failed")
-        return Remove() if finished or now >= _stops_at(pod) else None
+        if phase in ("Succeeded", "Failed"):
+            return Remove()
+        url = readiness_url(pod)
+        if url and now < _parse(pod["metadata"]["deletionTimestamp"]):
+            return RemoveOnceStopped(url)  # a process runs: wait for it, up to the grace
+        return Remove() if url or now >= _stops_at(pod) else None
     if not pod["spec"].get("nodeName"):
         return Bind()
     if phase == "Pending":

@@ -58,11 +58,28 @@ async def execute(kube: Kube, pod: Json, step: node.Step, *, used_ips: set[str])
         case node.Remove():
             options = {"gracePeriodSeconds": 0, "preconditions": {"uid": pod["metadata"]["uid"]}}
             await kube.delete(path, {"apiVersion": "v1", "kind": "DeleteOptions", **options})
+        case node.RemoveOnceStopped(url=url):
+            if not await listening(url):
+                await execute(kube, pod, node.Remove(), used_ips=used_ips)
         case node.Probe(url=url, ready=was):
             ready = await probe(url)
             if ready != was:
                 status = node.readiness_status(pod, ready=ready, now=now)
                 await kube.patch(f"{path}/status", {"status": status})
+
+
+async def listening(url: str) -> bool:
+    """Whether a process still answers at `url`, whatever it answers."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as session,
+            session.get(url, allow_redirects=False),
+        ):
+            return True
+    except aiohttp.ClientConnectorError:
+        return False
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        return True
 
 
 async def probe(url: str) -> bool:

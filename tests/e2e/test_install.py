@@ -254,3 +254,26 @@ def test_an_install_with_another_image_rolls_the_injectors_onto_it(
     assert {p["spec"]["containers"][0]["image"] for p in live} == {running}
     assert {f"pod/{p['metadata']['name']}" for p in live}.isdisjoint(before)
     assert injected_revision(installed, f"upgraded-{len(before)}-{time.monotonic_ns()}") != ""
+
+
+def test_the_readmes_verify_steps_pass_as_deploy_e2e_sh_runs_them(installed: ControlPlane) -> None:
+    # Last in this module: e2e.sh ends by deleting what it installed.
+    result = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "e2e.sh")],
+        env={
+            **os.environ,
+            "KUBECONFIG": str(installed.kubeconfig),
+            "KUBECTL": str(installed.bin_dir / "kubectl"),
+            "MESHER_INJECTOR": str(ROOT / ".venv" / "bin" / "mesher-injector"),
+            "TIMEOUT": "60s",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped" not in result.stdout
+    assert "FAIL" not in result.stdout
+    assert result.stdout.count("ok   ") == 9

@@ -181,3 +181,10 @@ def test_a_probe_of_a_container_that_runs_nothing_here_is_not_run() -> None:
     assert any("readinessProbe" in c for c in pod["spec"]["containers"])
     assert is_ready(pod)
     assert node.next_step(pod, now=NOW) is None
+
+
+def test_a_terminating_pod_whose_container_runs_here_goes_once_its_process_has_stopped() -> None:
+    pod = terminating(started(a_probed_pod()), grace=30)
+
+    assert node.next_step(pod, now=NOW) == node.RemoveOnceStopped("http://127.1.0.1:8080/readyz")
+    assert node.next_step(pod, now=NOW + 30 * SECOND) == node.Remove()  # its grace is over

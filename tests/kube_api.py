@@ -7,6 +7,10 @@ chunked JSON lines and then waits for new events, ending at `timeoutSeconds`. A 
 from a compacted (too old) resourceVersion gets the recorded HTTP 200 with a 410 ERROR
 event. Like RBAC with `resourceNames`, a request without the name field selector is
 403. Every request is recorded for the tests to inspect.
+
+Why it stays beside tests/e2e/test_template_watch.py (the same watch on a real API server):
+it makes, on demand and within milliseconds, what a real server does rarely or never on
+cue (a compacted resourceVersion at watch time, a stalled stream, a 403 on one call).
 """
 
 from __future__ import annotations

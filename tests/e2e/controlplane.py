@@ -1,5 +1,6 @@
 """A loopback-only Kubernetes control plane for the e2e tests: etcd, kube-apiserver,
-kube-controller-manager and the stand-in node agent, as local processes.
+kube-controller-manager, the stand-in node agent and its pod runner (which also stands in
+for kube-proxy), as local processes.
 
 The binaries come from scripts/controlplane/build.sh (`make controlplane`). Everything
 listens on 127.0.0.1, and the service range is inside 127.0.0.0/8 too, so no webhook call
@@ -9,8 +10,10 @@ or Service address ever leaves loopback.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,8 +30,10 @@ from tests.helpers import ROOT
 
 BUILD_SCRIPT = ROOT / "scripts" / "controlplane" / "build.sh"
 BIN_ENV = "MESHER_CONTROLPLANE_BIN"
-SERVICE_CIDR = "127.96.0.0/24"
-KUBERNETES_SERVICE_IP = "127.96.0.1"
+# Each control plane takes a /24 of these for its Services, at random: the Services whose
+# pods run here are served on their ClusterIPs (port 443 for the injector's), and two test
+# sessions on one machine must not ask for the same address.
+SERVICE_RANGES = ipaddress.IPv4Network("127.96.0.0/12")
 # The controllers the tests lean on; node lifecycle, cloud and IPAM controllers have no
 # real node to look after.
 CONTROLLERS = [
@@ -58,6 +63,7 @@ class ControlPlane:
     logs: Path
     version: str
     processes: Processes
+    service_cidr: str
 
     def restart_api_server(self) -> None:
         """Stop kube-apiserver and start it again on the same port, over the same etcd;
@@ -152,7 +158,9 @@ def etcd_flags(*, client: str, peer: str, data: Path) -> list[str]:
     ]
 
 
-def apiserver_flags(*, etcd: str, port: int, pki: Pki, workdir: Path) -> list[str]:
+def apiserver_flags(
+    *, etcd: str, port: int, pki: Pki, workdir: Path, service_cidr: str
+) -> list[str]:
     return [
         f"--etcd-servers={etcd}",
         "--bind-address=127.0.0.1",
@@ -161,9 +169,10 @@ def apiserver_flags(*, etcd: str, port: int, pki: Pki, workdir: Path) -> list[st
         f"--tls-cert-file={pki.apiserver.cert}",
         f"--tls-private-key-file={pki.apiserver.key}",
         f"--client-ca-file={pki.ca.cert}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={service_cidr}",
         # Kubernetes refuses 127.0.0.1 as the `kubernetes` Service's endpoint, and would
-        # say so every 10 s.
+        # say so every 10 s. (No EndpointSlice may hold a loopback address either: the pod
+        # runner serves Services' ClusterIPs from the pods themselves.)
         "--endpoint-reconciler-type=none",
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-key-file={pki.service_account_pub}",
@@ -195,7 +204,9 @@ def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane
     """Start everything in `workdir` (PKI, etcd data, logs, kubeconfig); stop it all after."""
     logs = workdir / "logs"
     logs.mkdir(parents=True)
-    pki = make_pki(workdir / "pki", service_ip=KUBERNETES_SERVICE_IP)
+    service_range = random.choice(list(SERVICE_RANGES.subnets(new_prefix=24)))
+    # the `kubernetes` Service takes the range's first address
+    pki = make_pki(workdir / "pki", service_ip=str(service_range.network_address + 1))
     processes = Processes(logs)
     try:
         etcd, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
@@ -209,7 +220,9 @@ def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane
             "kube-apiserver",
             [
                 str(bin_dir / "kube-apiserver"),
-                *apiserver_flags(etcd=etcd, port=port, pki=pki, workdir=workdir),
+                *apiserver_flags(
+                    etcd=etcd, port=port, pki=pki, workdir=workdir, service_cidr=str(service_range)
+                ),
             ],
         )
         credentials = Credentials(
@@ -252,6 +265,20 @@ def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane
             ],
             cwd=ROOT,
         )
+        processes.start(
+            "pod-runner",
+            [
+                sys.executable,
+                "-m",
+                "tests.e2e.pod_runner",
+                f"--server={credentials.server}",
+                f"--ca={pki.ca.cert}",
+                f"--cert={pki.admin.cert}",
+                f"--key={pki.admin.key}",
+                f"--workdir={workdir / 'pods'}",
+            ],
+            cwd=ROOT,
+        )
         wait_until_ok(
             f"{credentials.server}/api/v1/nodes/{node.NODE_NAME}",
             processes,
@@ -268,6 +295,7 @@ def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane
             logs=logs,
             version=version["gitVersion"],
             processes=processes,
+            service_cidr=str(service_range),
         )
     finally:
         processes.stop()

@@ -11,12 +11,19 @@ alone and the time, so the agent keeps no state and survives its own restart.
   (CLASSIC_SIDECAR in `containers`), which keeps it Running, as on a real node. A native
   sidecar (an init container with restartPolicy Always) never holds a pod up.
 - A terminating pod goes when its apps have stopped: STOP_SECONDS after the deletion, or at
-  the end of its grace period when that is sooner; at once when it had already finished.
+  the end of its grace period when that is sooner; at once when it had already finished;
+  one whose container runs here for real, once its process has exited (or at the end of
+  its grace period).
+- Containers of RUN_HERE images are run for real, as local processes on the pod's address
+  (tests/e2e/pod_runner.py): a pod with one that has an httpGet readiness probe is Ready
+  only while the probe answers at that address. Every other container runs nothing and is
+  ready at once.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +38,8 @@ POD_NETWORK = ipaddress.ip_network("127.1.0.0/16")
 RUN_SECONDS = 1.0
 STOP_SECONDS = 1.0
 CLASSIC_SIDECAR = "mesher"
+# The images whose containers run for real (our injector, as deploy/ names its image).
+RUN_HERE = frozenset({"mesher-injector"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +62,24 @@ class Remove:
     """Delete the terminating pod for good (grace period 0), as a kubelet does."""
 
 
-Step = Bind | Start | Complete | Remove
+@dataclass(frozen=True, slots=True)
+class RemoveOnceStopped:
+    """Delete the terminating pod once nothing listens at `url` (its probe's address) any
+    more: its process has exited, as a kubelet waits for its containers to stop."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """GET `url` (the pod's readiness probe) and report the pod Ready when it answers 200,
+    not Ready otherwise; `ready` is what the pod says now."""
+
+    url: str
+    ready: bool
+
+
+Step = Bind | Start | Complete | Remove | RemoveOnceStopped | Probe
 
 
 def timestamp(now: datetime.datetime) -> str:
@@ -86,8 +112,12 @@ def next_step(pod: Json, *, now: datetime.datetime) -> Step | None:
     status = pod.get("status", {})
     phase = status.get("phase", "Pending")
     if "deletionTimestamp" in pod["metadata"]:
-        finished = phase in ("Succeeded", "Failed")
-        return Remove() if finished or now >= _stops_at(pod) else None
+        if phase in ("Succeeded", "Failed"):
+            return Remove()
+        url = readiness_url(pod)
+        if url and now < _parse(pod["metadata"]["deletionTimestamp"]):
+            return RemoveOnceStopped(url)  # a process runs: wait for it, up to the grace
+        return Remove() if url or now >= _stops_at(pod) else None
     if not pod["spec"].get("nodeName"):
         return Bind()
     if phase == "Pending":
@@ -96,15 +126,61 @@ def next_step(pod: Json, *, now: datetime.datetime) -> Step | None:
         started = _parse(status["startTime"])
         if now >= started + datetime.timedelta(seconds=RUN_SECONDS):
             return Complete()
+    url = readiness_url(pod)
+    if phase == "Running" and url:
+        return Probe(url, ready=_is_ready(pod))
     return None
 
 
+def runs_here(container: Json) -> bool:
+    """Whether the container's image is one this node runs (any registry, tag or digest)."""
+    image = str(container.get("image", "")).split("@")[0]
+    name = image.rsplit("/", 1)[-1].split(":")[0]
+    return name in RUN_HERE
+
+
+def _probe(container: Json) -> Json | None:
+    if not runs_here(container):
+        return None
+    probe = (container.get("readinessProbe") or {}).get("httpGet")
+    return probe if isinstance(probe, dict) else None
+
+
+def readiness_url(pod: Json) -> str | None:
+    """Where the first httpGet readiness probe of the pod's containers is answered, on the
+    pod's address (the port by number or by the container port's name)."""
+    ip = pod.get("status", {}).get("podIP")
+    for container in pod["spec"]["containers"]:
+        probe = _probe(container)
+        if probe is None or not ip:
+            continue
+        port = probe["port"]
+        if isinstance(port, str):
+            named = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
+            port = named[port]
+        return f"http://{ip}:{port}{probe.get('path', '/')}"
+    return None
+
+
+def _is_ready(pod: Json) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
 def pod_ip(pod: Json, used: Iterable[str]) -> str:
-    """The node's address for a host-network pod, else the first free pod address."""
+    """The node's address for a host-network pod, else a free pod address picked by the
+    pod's uid: an address a deleted pod just left is not handed out again at once (its
+    process may still be draining on it), as a real node's IPAM would not."""
     if pod["spec"].get("hostNetwork"):
         return NODE_IP
     taken = set(used)
-    return next(str(ip) for ip in POD_NETWORK.hosts() if str(ip) not in taken)
+    hosts = POD_NETWORK.num_addresses - 2
+    start = int(hashlib.sha256(pod["metadata"]["uid"].encode()).hexdigest(), 16) % hosts
+    for offset in range(hosts):
+        ip = str(POD_NETWORK.network_address + 1 + (start + offset) % hosts)
+        if ip not in taken:
+            return ip
+    raise RuntimeError(f"no free address in {POD_NETWORK}")
 
 
 def binding(pod: Json) -> Json:
@@ -128,13 +204,13 @@ def _condition(kind: str, status: bool, now: str, reason: str | None = None) -> 
     return condition
 
 
-def _running(container: Json, now: str) -> Json:
+def _running(container: Json, now: str, *, ready: bool = True) -> Json:
     return {
         "name": container["name"],
         "image": container["image"],
         "imageID": "",
         "containerID": f"stand-in://{container['name']}",
-        "ready": True,
+        "ready": ready,
         "started": True,
         "restartCount": 0,
         "state": {"running": {"startedAt": now}},
@@ -161,10 +237,17 @@ def _exited(container: Json, now: str) -> Json:
     }
 
 
-def running_status(pod: Json, *, ip: str, now: datetime.datetime) -> Json:
-    """Every container started and ready; plain init containers done, native sidecars up."""
+def running_status(
+    pod: Json, *, ip: str, now: datetime.datetime, ready: bool | None = None
+) -> Json:
+    """Every container started; plain init containers done, native sidecars up. Ready
+    unless a container has a readiness probe (not answered yet); `ready` says otherwise."""
     at = timestamp(now)
     init = pod["spec"].get("initContainers", [])
+    containers = pod["spec"]["containers"]
+    probed = {c["name"] for c in containers if _probe(c) is not None}
+    if ready is None:
+        ready = not probed
     return {
         "phase": "Running",
         "hostIP": NODE_IP,
@@ -173,15 +256,26 @@ def running_status(pod: Json, *, ip: str, now: datetime.datetime) -> Json:
         "podIPs": [{"ip": ip}],
         "startTime": at,
         "conditions": [
-            _condition(kind, True, at)
-            for kind in ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
-        ]
-        + [_condition("PodScheduled", True, at)],
+            _condition("PodReadyToStartContainers", True, at),
+            _condition("Initialized", True, at),
+            _condition("ContainersReady", ready, at),
+            _condition("Ready", ready, at),
+            _condition("PodScheduled", True, at),
+        ],
         "initContainerStatuses": [
             _running(c, at) if is_native_sidecar(c) else _exited(c, at) for c in init
         ],
-        "containerStatuses": [_running(c, at) for c in pod["spec"]["containers"]],
+        "containerStatuses": [
+            _running(c, at, ready=ready or c["name"] not in probed) for c in containers
+        ],
     }
+
+
+def readiness_status(pod: Json, *, ready: bool, now: datetime.datetime) -> Json:
+    """The running pod's status, Ready or not as its probe answered (started as it was)."""
+    status = pod["status"]
+    changed = running_status(pod, ip=status["podIP"], now=now, ready=ready)
+    return changed | {"startTime": status["startTime"]}
 
 
 def succeeded_status(pod: Json, *, now: datetime.datetime) -> Json:

@@ -20,6 +20,7 @@ from tests.e2e import node
 from tests.e2e.kube import ApiError, Credentials, Json, Kube
 
 PERIOD = 0.2
+PROBE_TIMEOUT = 1.0
 
 
 def _pod_path(pod: Json) -> str:
@@ -57,6 +58,40 @@ async def execute(kube: Kube, pod: Json, step: node.Step, *, used_ips: set[str])
         case node.Remove():
             options = {"gracePeriodSeconds": 0, "preconditions": {"uid": pod["metadata"]["uid"]}}
             await kube.delete(path, {"apiVersion": "v1", "kind": "DeleteOptions", **options})
+        case node.RemoveOnceStopped(url=url):
+            if not await listening(url):
+                await execute(kube, pod, node.Remove(), used_ips=used_ips)
+        case node.Probe(url=url, ready=was):
+            ready = await probe(url)
+            if ready != was:
+                status = node.readiness_status(pod, ready=ready, now=now)
+                await kube.patch(f"{path}/status", {"status": status})
+
+
+async def listening(url: str) -> bool:
+    """Whether a process still answers at `url`, whatever it answers."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as session,
+            session.get(url, allow_redirects=False),
+        ):
+            return True
+    except aiohttp.ClientConnectorError:
+        return False
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        return True
+
+
+async def probe(url: str) -> bool:
+    """A readiness probe as a kubelet runs it: 200-399 within a second is success."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as session,
+            session.get(url, allow_redirects=False) as answer,
+        ):
+            return 200 <= answer.status < 400
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        return False
 
 
 async def tend(kube: Kube) -> None:

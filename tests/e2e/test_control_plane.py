@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.e2e import manifests, node
-from tests.e2e.controlplane import SERVICE_CIDR, ControlPlane
+from tests.e2e.controlplane import SERVICE_RANGES, ControlPlane
 from tests.e2e.kube import Json, Kube, has_condition
 from tests.helpers import ROOT
 
@@ -186,10 +186,12 @@ async def test_a_job_with_a_classic_sidecar_keeps_running(kube: Kube, namespace:
 
 
 async def test_a_service_gets_a_cluster_ip_inside_the_loopback_service_range(
-    kube: Kube, namespace: str
+    kube: Kube, namespace: str, control_plane: ControlPlane
 ) -> None:
     service = await kube.create(
         f"/api/v1/namespaces/{namespace}/services", manifests.service("web")
     )
 
-    assert ipaddress.ip_address(service["spec"]["clusterIP"]) in ipaddress.ip_network(SERVICE_CIDR)
+    address = ipaddress.ip_address(service["spec"]["clusterIP"])
+    assert address in ipaddress.ip_network(control_plane.service_cidr)
+    assert ipaddress.IPv4Network(control_plane.service_cidr).subnet_of(SERVICE_RANGES)

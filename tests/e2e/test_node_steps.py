@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import ipaddress
 from typing import Any
 
 from tests.e2e import node
@@ -125,9 +126,65 @@ def test_a_finished_pod_goes_at_once_when_deleted() -> None:
     assert node.next_step(pod, now=NOW) == node.Remove()
 
 
-def test_pods_get_the_first_free_loopback_address_and_host_network_pods_the_nodes() -> None:
+def test_a_pod_gets_a_free_loopback_address_of_its_own_and_a_host_network_pod_the_nodes() -> None:
     pod = recorded_pod()
+    own = node.pod_ip(pod, set())
+    other = recorded_pod()
+    other["metadata"]["uid"] = "0c2a6f1e-0000-4000-8000-000000000002"
 
-    assert node.pod_ip(pod, {"127.1.0.1", "127.1.0.3"}) == "127.1.0.2"
+    assert ipaddress.ip_address(own) in node.POD_NETWORK
+    assert node.pod_ip(pod, set()) == own  # the same pod, the same address
+    assert node.pod_ip(other, set()) != own  # another pod, not the address just freed
+    assert node.pod_ip(pod, {own}) not in (own, node.NODE_IP)
     pod["spec"]["hostNetwork"] = True
     assert node.pod_ip(pod, set()) == node.NODE_IP
+
+
+def a_probed_pod() -> dict[str, Any]:
+    """The recorded pod, its app the injector, probed for readiness on a named port, as
+    deploy/ runs it."""
+    pod = recorded_pod()
+    app = pod["spec"]["containers"][0]
+    app["image"] = "registry.example/mesher-injector:0.1.0"
+    app["ports"] = [{"name": "admin", "containerPort": 8080}]
+    app["readinessProbe"] = {"httpGet": {"path": "/readyz", "port": "admin"}}
+    return pod
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"]["conditions"])
+
+
+def test_a_pod_with_a_readiness_probe_starts_unready_and_is_probed_at_its_address() -> None:
+    pod = started(a_probed_pod())
+
+    assert not is_ready(pod)
+    assert node.next_step(pod, now=NOW) == node.Probe("http://127.1.0.1:8080/readyz", ready=False)
+
+
+def test_a_probed_pod_turns_ready_and_back_as_its_probe_answers() -> None:
+    pod = started(a_probed_pod())
+
+    pod["status"] = node.readiness_status(pod, ready=True, now=NOW + 5 * SECOND)
+
+    assert is_ready(pod)
+    assert pod["status"]["startTime"] == node.timestamp(NOW)
+    assert node.next_step(pod, now=NOW) == node.Probe("http://127.1.0.1:8080/readyz", ready=True)
+    pod["status"] = node.readiness_status(pod, ready=False, now=NOW + 9 * SECOND)
+    assert not is_ready(pod)
+    assert [s["ready"] for s in pod["status"]["containerStatuses"]] == [False]
+
+
+def test_a_probe_of_a_container_that_runs_nothing_here_is_not_run() -> None:
+    pod = started(recorded_pod())  # its app has an httpGet readiness probe
+
+    assert any("readinessProbe" in c for c in pod["spec"]["containers"])
+    assert is_ready(pod)
+    assert node.next_step(pod, now=NOW) is None
+
+
+def test_a_terminating_pod_whose_container_runs_here_goes_once_its_process_has_stopped() -> None:
+    pod = terminating(started(a_probed_pod()), grace=30)
+
+    assert node.next_step(pod, now=NOW) == node.RemoveOnceStopped("http://127.1.0.1:8080/readyz")
+    assert node.next_step(pod, now=NOW + 30 * SECOND) == node.Remove()  # its grace is over

@@ -7,6 +7,7 @@ refused (failurePolicy Fail); the template's validating webhook never blocks an 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import time
 from collections.abc import Iterator
@@ -25,14 +26,16 @@ from tests.e2e.injector import (
     validating_webhook_by_url,
     wait_until_a_broken_template_is_refused,
 )
-from tests.e2e.kube import ApiError, Kube
+from tests.e2e.kube import ApiError, Json, Kube
 from tests.e2e.manifests import (
     ASK,
     INJECTION_LABEL,
+    INJECTOR_NAMESPACE,
     TEMPLATE_CONFIGMAP,
     container_names,
     template_configmap,
 )
+from tests.helpers import admission_fixture, admission_fixture_names
 
 pytestmark = pytest.mark.e2e
 
@@ -126,21 +129,59 @@ async def test_with_the_injector_gone_a_pod_that_asks_outside_an_opted_in_namesp
     assert container_names(pod) == ["app"]
 
 
-def test_with_the_injector_gone_kube_system_is_never_sent_even_when_labelled(
-    control_plane: ControlPlane, injector_gone: None
+@pytest.mark.parametrize("system", ["kube-system", "kube-public", INJECTOR_NAMESPACE])
+def test_with_the_injector_gone_a_system_namespace_is_never_sent_even_when_labelled(
+    control_plane: ControlPlane, injector_namespace: str, injector_gone: None, system: str
 ) -> None:
     pod = manifests.pod("system-asks", annotations=ASK)
-    kubectl_ok(control_plane, "label", "namespace", "kube-system", f"{INJECTION_LABEL}=enabled")
+    kubectl_ok(control_plane, "label", "namespace", system, f"{INJECTION_LABEL}=enabled")
     try:
         created = control_plane.kubectl(
-            "create", "-n", "kube-system", "-o", "json", "-f", "-", stdin=json.dumps(pod)
+            "create", "-n", system, "-o", "json", "-f", "-", stdin=json.dumps(pod)
         )
     finally:
-        kubectl_ok(control_plane, "label", "namespace", "kube-system", f"{INJECTION_LABEL}-")
-        control_plane.kubectl("delete", "pod", "-n", "kube-system", "system-asks", "--wait=false")
+        kubectl_ok(control_plane, "label", "namespace", system, f"{INJECTION_LABEL}-")
+        control_plane.kubectl("delete", "pod", "-n", system, "system-asks", "--wait=false")
 
     assert created.returncode == 0, created.stderr
     assert container_names(json.loads(created.stdout)) == ["app"]
+
+
+def as_created(recorded: Json) -> Json:
+    """A pod a real API server recorded in an AdmissionReview, as a client would send it."""
+    pod = copy.deepcopy(recorded)
+    metadata = pod["metadata"]
+    for field in ("uid", "namespace", "resourceVersion", "creationTimestamp", "managedFields"):
+        metadata.pop(field, None)
+    metadata.pop("ownerReferences", None)
+    pod.pop("status", None)
+    pod["spec"].pop("nodeName", None)
+    return pod
+
+
+async def test_with_the_injector_gone_of_every_recorded_pod_only_those_that_ask_are_refused(
+    kube: Kube, labelled_namespace: str, injector_gone: None
+) -> None:
+    pods = f"/api/v1/namespaces/{labelled_namespace}/pods"
+    recorded = {
+        name: review["request"]["object"]
+        for name in admission_fixture_names()
+        if (review := admission_fixture(name))["request"]["kind"]["kind"] == "Pod"
+    }
+    expected, outcomes = {}, {}
+
+    for name, pod in recorded.items():
+        asks = "sidecar.mesher.io/inject" in (pod["metadata"].get("annotations") or {})
+        expected[name] = "refused: injector unreachable" if asks else "admitted"
+        try:
+            await kube.create(pods, as_created(pod), dryRun="All")
+            outcomes[name] = "admitted"
+        except ApiError as error:
+            unreachable = UNREACHABLE in str(error)
+            outcomes[name] = "refused: injector unreachable" if unreachable else str(error)
+
+    assert outcomes == expected
+    assert set(expected.values()) == {"admitted", "refused: injector unreachable"}
 
 
 def test_with_the_injector_gone_a_template_edit_is_not_blocked(

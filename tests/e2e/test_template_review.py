@@ -124,3 +124,21 @@ def test_the_template_configmap_outside_the_injectors_namespace_is_never_sent(
 
     assert code == 0, err
     assert stored_template(control_plane, namespace, TEMPLATE_CONFIGMAP) == UNKNOWN_VARIABLE
+
+
+def test_deleting_the_template_configmap_is_sent_and_allowed_with_a_warning(
+    control_plane: ControlPlane,
+    injector_namespace: str,
+    reviewer: LocalInjector,
+    good_template: str,
+) -> None:
+    # On DELETE the API server sends no object: only the matchCondition on oldObject's
+    # name lets the webhook see it at all.
+    deleted = control_plane.kubectl(
+        "delete", "configmap", "-n", injector_namespace, TEMPLATE_CONFIGMAP
+    )
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert f"Warning: deleting {TEMPLATE_CONFIGMAP}: running injectors keep serving" in (
+        deleted.stderr
+    )

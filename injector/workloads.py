@@ -144,7 +144,9 @@ def workloads(
 ) -> list[Workload]:
     """Every workload with a pod that asked for mesher or carries it; missing first,
     then stale, then current. Each pod is compared with the template it asked for: the
-    default (`revision`) or a named one (`named_revisions`)."""
+    default (`revision`) or a named one (`named_revisions`). A terminating pod (one with
+    a deletionTimestamp) is leaving: it is not counted, so a workload just rolled is
+    current at once, not stale until its old pods are gone."""
     live = {**named_revisions, DEFAULT_TEMPLATE_NAME: revision}
     replicasets = {_key(r): r for r in snapshot.replicasets}
     jobs = {_key(j): j for j in snapshot.jobs}
@@ -155,6 +157,8 @@ def workloads(
     }
     groups: dict[tuple[str, str, str], list[PodState]] = {}
     for pod in snapshot.pods:
+        if _meta(pod).get("deletionTimestamp"):
+            continue
         state = pod_state(pod, sidecar_names)
         if not (state.asked or state.injected):
             continue

@@ -53,6 +53,15 @@ def test_pods_that_never_asked_are_not_reported() -> None:
     assert "web" not in {w.name for w in found}
 
 
+def test_a_terminating_pod_is_not_counted() -> None:
+    snap = snapshot()
+    db = next(p for p in snap.pods if p["metadata"]["name"] == "db-0")
+    db["spec"]["containers"].append({"name": "mesher", "image": "m"})  # stale...
+    assert "db" in {w.name for w in workloads(snap, revision="r", sidecar_names=SIDECARS)}
+    db["metadata"]["deletionTimestamp"] = "2026-12-04T17:00:00Z"  # ...and leaving
+    assert "db" not in {w.name for w in workloads(snap, revision="r", sidecar_names=SIDECARS)}
+
+
 def test_a_pod_with_its_sidecar_but_no_revision_counts_as_unknown_and_stale() -> None:
     snap = snapshot()
     db = next(p for p in snap.pods if p["metadata"]["name"] == "db-0")

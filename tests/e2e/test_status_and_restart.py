@@ -324,11 +324,6 @@ async def test_restart_rolls_missing_then_stale_workloads_and_leaves_a_pod_and_a
     assert code == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="injector bug: status (and so restart) counts pods that are terminating, so a "
-    "workload restart has just rolled reads stale until its old pods are gone",
-)
 async def test_status_right_after_restart_does_not_count_old_pods_still_terminating(
     kube: Kube, labelled_namespace: str, live: Live
 ) -> None:

@@ -17,21 +17,9 @@ from pathlib import Path
 import yaml
 
 from tests.helpers import ADMISSION, DEFAULT_TEMPLATE, ROOT
+from tests.support.cli import cli
 
 MANIFESTS = Path(__file__).parent / "manifests"
-
-
-def cli(*args: str, stdin: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it: a real process, output captured as text, bounded."""
-    return subprocess.run(
-        [sys.executable, "-m", "injector", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_inject_prints_the_deployment_with_the_sidecar() -> None:

@@ -19,8 +19,8 @@ from injector.admission import Answer, answer, decide, pod_facts
 from injector.annotations import SERVICE_PORTS, STATUS, TEMPLATE_REVISION
 from injector.store import TemplateStore
 from injector.template import Template, load_template
-from tests.conftest import start_server
 from tests.helpers import DEFAULT_TEMPLATE, admission_fixture, apply, decode_patch
+from tests.support.servers import start_server
 
 TEMPLATE: Template = load_template(DEFAULT_TEMPLATE.read_text())
 MiB = 1024 * 1024

@@ -16,8 +16,8 @@ import structlog
 from injector import limits
 from injector.guard import BodyBudget
 from injector.server import Server
-from tests.conftest import connect, start_server
 from tests.helpers import admission_fixture
+from tests.support.servers import connect, start_server
 
 READ_TIMEOUT = 0.4
 BODY = json.dumps(admission_fixture("server-mesher")).encode()

@@ -23,8 +23,8 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import start_server
 from tests.helpers import ROOT, admission_fixture
+from tests.support.servers import start_server
 
 MONITORING = ROOT / "deploy" / "monitoring"
 PROMTOOL = shutil.which("promtool")

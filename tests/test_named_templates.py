@@ -19,7 +19,6 @@ from injector.store import TemplateSet
 from injector.template import load_template
 from injector.template_review import review_template
 from injector.workloads import Snapshot, workloads
-from tests.conftest import start_server
 from tests.helpers import (
     DEFAULT_TEMPLATE,
     admission_fixture,
@@ -30,7 +29,8 @@ from tests.helpers import (
     wait_until,
 )
 from tests.kube_api import KubeApi
-from tests.test_watch import watching
+from tests.support.servers import start_server
+from tests.support.watch import watching
 
 GOOD = DEFAULT_TEMPLATE.read_text()
 CANARY = bump(GOOD, "1.7.0")

@@ -13,9 +13,9 @@ import structlog
 
 from injector import logs
 from injector.store import TemplateStore
-from tests.conftest import start_server
 from tests.helpers import DEFAULT_TEMPLATE, ROOT, admission_fixture
-from tests.test_cli import cli
+from tests.support.cli import cli
+from tests.support.servers import start_server
 
 
 def test_the_readmes_log_grep_matches_a_real_admission_line() -> None:

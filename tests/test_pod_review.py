@@ -22,7 +22,7 @@ from injector.admission import (
     read_review,
 )
 from tests.helpers import ADMISSION, admission_fixture, admission_fixture_names
-from tests.test_properties import (
+from tests.support.strategies import (
     NAMED,
     RECORDED_POD,
     TEMPLATE,

@@ -17,8 +17,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from injector.server import Server
 from injector.tls import CertBundle, ReloadingTls, issue_certificates
-from tests.conftest import start_server
 from tests.helpers import ROOT, wait_until
+from tests.support.servers import start_server
 
 
 def run_certs(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,8 @@ import structlog
 
 from injector.store import TemplateStore
 from injector.template_review import review_template
-from tests.conftest import Running
 from tests.helpers import DEFAULT_TEMPLATE, SHIPPED_IMAGE, admission_fixture
+from tests.support.servers import Running
 
 GOOD = DEFAULT_TEMPLATE.read_text()
 

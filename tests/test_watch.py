@@ -7,74 +7,20 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
 from injector.settings import ConfigMapRef
 from injector.sources.configmap import Backoff, ConfigMapSource, Restart, classify
-from injector.store import Reload, TemplateSet
-from tests.conftest import start_server
+from injector.store import TemplateSet
 from tests.helpers import admission_fixture, wait_until
 from tests.kube_api import NAME, NAMESPACE, KubeApi, event_version, recorded_events
-
-REF = ConfigMapRef(namespace=NAMESPACE, name=NAME)
-
-
-@dataclass
-class Watching:
-    api: KubeApi
-    source: ConfigMapSource
-    store: TemplateSet
-    reloads: list[Reload] = field(default_factory=list)
-    restarts: list[Restart] = field(default_factory=list)
-
-    def version(self) -> str | None:
-        template = self.store.template
-        return template.version if template else None
-
-    def results(self) -> list[str]:
-        return [r.result for r in self.reloads]
-
-
-async def serve_api(api: KubeApi) -> TestServer:
-    server = TestServer(api.app(), host="127.0.0.1")
-    await server.start_server()
-    return server
-
-
-@contextlib.asynccontextmanager
-async def watching(api: KubeApi, *, read_timeout: float = 5.0) -> AsyncIterator[Watching]:
-    server = await serve_api(api)
-    configuration = client.Configuration(host=str(server.make_url("")).rstrip("/"))
-    api_client = client.ApiClient(configuration=configuration)
-    store = TemplateSet()
-    holder: dict[str, Watching] = {}
-    source = ConfigMapSource(
-        api=api_client,
-        ref=REF,
-        store=store,
-        report=lambda r: holder["w"].reloads.append(r),
-        on_restart=lambda r, _delay: holder["w"].restarts.append(r),
-        read_timeout=read_timeout,
-        backoff=Backoff(base=0.01, cap=0.05),
-    )
-    w = holder["w"] = Watching(api=api, source=source, store=store)
-    task = asyncio.create_task(source.run())
-    try:
-        yield w
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await api_client.close()
-        await server.close()
-
+from tests.support.servers import start_server
+from tests.support.watch import REF, serve_api, watching
 
 EVENTS = recorded_events()
 

@@ -15,7 +15,6 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tests.conftest import Running, start_server
 from tests.expectations import EXPECTED, check_answer
 from tests.helpers import (
     ADMISSION,
@@ -27,6 +26,7 @@ from tests.helpers import (
     decode_patch,
     wait_until,
 )
+from tests.support.servers import Running, start_server
 
 RECORDED = json.loads((ADMISSION / "_request-line-and-headers.json").read_text())
 HEADERS = {k: v for k, v in RECORDED["headers"].items() if k not in ("Host", "Content-Length")}

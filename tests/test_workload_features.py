@@ -12,7 +12,6 @@ import yaml
 from injector.admission import decide
 from injector.manual import inject_documents
 from injector.template import Template, load_template
-from tests.conftest import Running
 from tests.helpers import (
     DEFAULT_TEMPLATE,
     admission_fixture,
@@ -20,6 +19,7 @@ from tests.helpers import (
     assert_only_added,
     decode_patch,
 )
+from tests.support.servers import Running
 
 TEMPLATE: Template = load_template(DEFAULT_TEMPLATE.read_text())
 NATIVE_TEMPLATE: Template = load_template(

@@ -20,15 +20,16 @@ from injector.limits import (
     MAX_CONTAINERS,
     MAX_LOG_FIELD_CHARS,
     MAX_MESSAGE_CHARS,
+    MAX_UID_CHARS,
     MAX_VARIABLE_CHARS,
     cap_warnings,
     clip,
 )
+from injector.names import DEFAULT_TEMPLATE_NAME, NEVER_INJECTED
 from injector.patch import PatchConflict, build_patch
-from injector.template import DEFAULT_TEMPLATE_NAME, RenderContext, Sidecar, Template
+from injector.template import RenderContext, Sidecar, Template
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
-DEFAULT_EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public"})
 
 Decision = Literal["injected", "skipped", "denied"]
 Reason = Literal[
@@ -67,8 +68,6 @@ REASONS: dict[Reason, Decision] = {
 _NONE: Mapping[str, Template] = MappingProxyType({})
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _HASH_SUFFIX = re.compile(r"-[a-z0-9]{5,10}$")
-# Kubernetes uids are 36 characters; anything much longer is not from an API server.
-MAX_UID_CHARS = 128
 
 
 class BadReview(ValueError):
@@ -149,7 +148,9 @@ def parse_review(body: object, *, pod_checked: bool = False) -> Review:
     if not isinstance(uid, str) or not uid:
         raise BadReview("request.uid is missing")
     if len(uid) > MAX_UID_CHARS:
-        raise BadReview(f"request.uid is {len(uid)} characters long; a uid has at most 128")
+        raise BadReview(
+            f"request.uid is {len(uid)} characters long; a uid has at most {MAX_UID_CHARS}"
+        )
     return Review(api_version, uid, request, pod_checked)
 
 
@@ -190,7 +191,7 @@ def decide(
     template: Template | None,
     *,
     named: Mapping[str, Template] = _NONE,
-    excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
+    excluded_namespaces: frozenset[str] = NEVER_INJECTED,
     pod_checked: bool = False,
 ) -> Outcome:
     """`template` is the default, `named` the named templates a pod may pick with the
@@ -534,7 +535,7 @@ def answer(
     template: Template | None,
     *,
     named: Mapping[str, Template] = _NONE,
-    excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
+    excluded_namespaces: frozenset[str] = NEVER_INJECTED,
 ) -> Answer:
     """Bytes in, answer out: never raises, whatever the bytes."""
     try:

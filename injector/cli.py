@@ -20,6 +20,7 @@ import yaml
 
 from injector import __version__, cli_cluster, limits, logs
 from injector.manual import ManualInjectionError, inject_documents
+from injector.names import INJECTOR_NAMESPACE, TEMPLATE_KEY
 from injector.settings import DEFAULT_TEMPLATE_FILE, Settings, env_name
 from injector.template import Template, TemplateError, load_template, sample_context
 
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="create a CA and a serving cert for the webhook Service, the TLS Secret and caBundle",
     )
     certs.add_argument("--service", default="mesher-injector", help="the webhook Service")
-    certs.add_argument("--namespace", default="mesher-system", help="the Service's namespace")
+    certs.add_argument("--namespace", default=INJECTOR_NAMESPACE, help="the Service's namespace")
     certs.add_argument("--secret-name", default="mesher-injector-tls", help="the TLS Secret")
     certs.add_argument("--dns", action="append", default=[], help="an extra DNS SAN (repeatable)")
     certs.add_argument("--ip", action="append", default=[], help="an extra IP SAN (repeatable)")
@@ -275,9 +276,9 @@ def _read_templates(path: Path) -> tuple[Template, Mapping[str, Template]]:
         return _read_template(path), {}
     named = {}
     for file in sorted(path.glob("*.yaml")):
-        if file.name != "template.yaml":
+        if file.name != TEMPLATE_KEY:
             named[file.name[: -len(".yaml")]] = _read_template(file)
-    return _read_template(path / "template.yaml"), named
+    return _read_template(path / TEMPLATE_KEY), named
 
 
 def run_inject(args: argparse.Namespace) -> int:

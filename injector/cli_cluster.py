@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from injector.names import INJECTOR_NAMESPACE, NEVER_INJECTED
 from injector.settings import ConfigMapRef
 from injector.store import TemplateSet
 from injector.template import Template
 from injector.workloads import (
     MANUAL_ACTION,
-    NEVER_INJECTED,
     Workload,
     plan_restarts,
     render_table,
@@ -138,7 +138,7 @@ def _run(
     from injector.sources.configmap import api_client_for
 
     async def main() -> int:
-        ref = ConfigMapRef.parse(args.configmap, default_namespace="mesher-system")
+        ref = ConfigMapRef.parse(args.configmap, default_namespace=INJECTOR_NAMESPACE)
         api = await api_client_for(args.kube_api_server)
         try:
             return await body(Cluster(api), ref)

@@ -34,6 +34,8 @@ LARGE_BODIES_SHARE = 0.75
 READ_BUFFER_BYTES = 16 * 1024
 # What a 429 tells the client to wait before it asks again.
 RETRY_AFTER_S = 1
+# Kubernetes uids are 36 characters; anything much longer is not from an API server.
+MAX_UID_CHARS = 128
 # servicePorts items parsed: a pod listens on a handful of ports, never thousands.
 MAX_SERVICE_PORTS = 64
 # Containers and init containers of a pod we inject: one env op per app container, so
@@ -43,6 +45,9 @@ MAX_CONTAINERS = 100
 # at most 253 characters for a name and 63 for a label value, checked after admission,
 # so anything longer would be refused anyway; it must not be rendered or cached first.
 MAX_VARIABLE_CHARS = 253
+
+# Files a discovery type may write into the sidecar (each an env var the image expands).
+MAX_FILES = 8
 
 # Values in a template (each use of a YAML alias counted): a real one has hundreds; a
 # ConfigMap is at most 1 MiB, but aliases can make a small text expand exponentially.

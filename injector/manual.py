@@ -16,7 +16,8 @@ import jsonpatch
 import yaml
 
 from injector import annotations as ann
-from injector.admission import DEFAULT_EXCLUDED_NAMESPACES, BadReview, Outcome, decide
+from injector.admission import BadReview, Outcome, decide
+from injector.names import NEVER_INJECTED
 from injector.template import Template
 
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
@@ -46,7 +47,7 @@ def inject_documents(
     template: Template,
     *,
     named: Mapping[str, Template] = MappingProxyType({}),
-    excluded_namespaces: frozenset[str] = DEFAULT_EXCLUDED_NAMESPACES,
+    excluded_namespaces: frozenset[str] = NEVER_INJECTED,
 ) -> tuple[str, list[Report]]:
     """Inject every pod in a (multi-document) YAML text; raise on a denial or bad YAML."""
     try:

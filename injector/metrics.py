@@ -13,8 +13,8 @@ from prometheus_client import (
 
 from injector import __version__
 from injector.admission import REASONS, Outcome, Reason
+from injector.names import DEFAULT_TEMPLATE_NAME
 from injector.store import Active, Reload
-from injector.template import DEFAULT_TEMPLATE_NAME
 from injector.tls import Serving
 
 # Sub-millisecond first: the injector's own work is tens of microseconds; up to the

@@ -25,10 +25,10 @@ from injector.admission import Answer, Outcome, Review, answer, pod_facts
 from injector.guard import BodyBudget, ConnectionGuard, listen, quiet_server_logger
 from injector.limits import clip
 from injector.metrics import Metrics
-from injector.settings import DEFAULT_CONFIGMAP_NAME, ConfigMapRef, Settings, own_namespace
+from injector.names import DEFAULT_TEMPLATE_NAME, TEMPLATE_CONFIGMAP
+from injector.settings import ConfigMapRef, Settings, own_namespace
 from injector.sources.file import FileSource
 from injector.store import Reload, TemplateSet, TemplateStore
-from injector.template import DEFAULT_TEMPLATE_NAME
 from injector.template_review import review_template
 from injector.tls import CertificateRefused, ReloadingTls, write_self_signed
 
@@ -61,7 +61,7 @@ class Injector:
         self.shutting_down = False
         self.tls: ReloadingTls | None = None
         # The ConfigMap /validate-template judges (any namespace until the server knows).
-        self.template_ref = ConfigMapRef(namespace="", name=DEFAULT_CONFIGMAP_NAME)
+        self.template_ref = ConfigMapRef(namespace="", name=TEMPLATE_CONFIGMAP)
         self.metrics.ready.set_function(lambda: 1.0 if self.ready else 0.0)
 
     @property

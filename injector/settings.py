@@ -8,13 +8,12 @@ from importlib import resources
 from pathlib import Path
 
 from injector import limits
-from injector.admission import DEFAULT_EXCLUDED_NAMESPACES
+from injector.names import NEVER_INJECTED, TEMPLATE_CONFIGMAP, TEMPLATE_KEY
 
 ENV_PREFIX = "MESHER_INJECTOR_"
 # The embedded default, shipped inside the package (config/template.yaml is the editable
 # copy `make run` serves; a test keeps them equal), so it is found from any directory.
 DEFAULT_TEMPLATE_FILE = Path(str(resources.files("injector").joinpath("default_template.yaml")))
-DEFAULT_CONFIGMAP_NAME = "mesher-sidecar-template"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -57,12 +56,11 @@ class Settings:
     shutdown_timeout: float = 20.0
     drain_seconds: float = 0.0
     reload_interval: float = 0.25
-    excluded_namespaces: frozenset[str] = field(default=DEFAULT_EXCLUDED_NAMESPACES)
+    excluded_namespaces: frozenset[str] = field(default=NEVER_INJECTED)
 
 
 # Which ConfigMap holds the templates (here, not with the watcher: serving from a file
 # never imports kubernetes_asyncio, a third of the start-up time).
-TEMPLATE_KEY = "template.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +81,7 @@ class ConfigMapRef:
                 "the ConfigMap's namespace is unknown: pass --configmap NAMESPACE/NAME "
                 "or set POD_NAMESPACE"
             )
-        return cls(namespace=namespace, name=name or DEFAULT_CONFIGMAP_NAME)
+        return cls(namespace=namespace, name=name or TEMPLATE_CONFIGMAP)
 
     @property
     def field_selector(self) -> str:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
+from injector.names import DEFAULT_TEMPLATE_NAME
 from injector.template import (
-    DEFAULT_TEMPLATE_NAME,
     Template,
     TemplateError,
     load_template,

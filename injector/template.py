@@ -19,7 +19,8 @@ import orjson
 import yaml
 
 from injector import schema
-from injector.limits import MAX_TEMPLATE_NODES, RENDER_CACHE_BYTES
+from injector.limits import MAX_FILES, MAX_TEMPLATE_NODES, RENDER_CACHE_BYTES
+from injector.names import TEMPLATE_SUFFIX
 from injector.patch import add_op, json_array
 
 TOP_LEVEL_KEYS = frozenset(
@@ -41,7 +42,6 @@ FRAGMENT_KEYS = frozenset({"env", "volumes", "volumeMounts", "image", "files"})
 # Files are configuration mesher parses: only the admin's words may shape them, never a
 # value that comes from the pod (labels, names, annotations).
 FILE_VARIABLES_ALLOWED = ("values.", "discovery.type", "template.revision")
-MAX_FILES = 8
 _FILE_PATH = re.compile(r"^/[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 FILE_ENV_PREFIX = "MESHER_INJECTOR_FILE_"
 # The context variables that come from the pod, as RenderContext attributes.
@@ -384,10 +384,6 @@ def _key_of(used: set[str]) -> Callable[[RenderContext], tuple[str, ...]]:
         return lambda ctx: (ctx.discovery_type,)
     # itemgetter of two or more indexes: a tuple, made in C
     return operator.itemgetter(fields.index("discovery_type"), *indexes)
-
-
-DEFAULT_TEMPLATE_NAME = "template"
-TEMPLATE_SUFFIX = ".yaml"
 
 
 def template_name(key: str) -> str | None:

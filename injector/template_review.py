@@ -18,8 +18,8 @@ import orjson
 
 from injector.admission import BadReview, Review, read_review
 from injector.limits import MAX_MESSAGE_CHARS, cap_warnings, clip, join_capped
+from injector.names import DEFAULT_TEMPLATE_NAME, TEMPLATE_CONFIGMAP
 from injector.template import (
-    DEFAULT_TEMPLATE_NAME,
     Template,
     TemplateError,
     load_template,
@@ -27,8 +27,6 @@ from injector.template import (
     template_in,
     template_name,
 )
-
-TEMPLATE_CONFIGMAP = "mesher-sidecar-template"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,13 +16,15 @@ from typing import Any, Literal
 
 from injector import annotations as ann
 from injector.admission import controller_of
-from injector.template import DEFAULT_TEMPLATE_NAME
+from injector.names import (
+    DEFAULT_TEMPLATE_NAME,
+    NAMESPACE_LABEL,
+    NAMESPACE_LABEL_VALUE,
+    NEVER_INJECTED,
+)
 
 State = Literal["current", "stale", "missing"]
 RESTARTABLE = ("Deployment", "StatefulSet", "DaemonSet")
-NAMESPACE_LABEL = "sidecar-injector"
-NAMESPACE_LABEL_VALUE = "enabled"
-NEVER_INJECTED = frozenset({"kube-system", "kube-public"})
 STATE_ORDER: dict[str, int] = {"missing": 0, "stale": 1, "current": 2}
 _NO_NAMED: Mapping[str, str] = MappingProxyType({})
 

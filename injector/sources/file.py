@@ -15,10 +15,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from injector.names import TEMPLATE_KEY, TEMPLATE_SUFFIX
 from injector.store import Reload, TemplateSet
-from injector.template import TEMPLATE_SUFFIX
-
-DEFAULT_KEY = "template.yaml"
 
 
 class FileSource:
@@ -41,7 +39,7 @@ class FileSource:
                 for p in sorted(self.path.iterdir())
                 if p.name.endswith(TEMPLATE_SUFFIX) and not p.name.startswith(".")
             }
-        return {DEFAULT_KEY: self.path.read_bytes()}
+        return {TEMPLATE_KEY: self.path.read_bytes()}
 
     def poll(self, store: TemplateSet) -> list[Reload]:
         """Offer the file(s) to the store if they changed and read the same on the
@@ -72,9 +70,9 @@ class FileSource:
             try:
                 texts[name] = data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                if name == DEFAULT_KEY:
+                if name == TEMPLATE_KEY:
                     return store.reject_all(
                         source=self.description, why=f"template is not UTF-8: {exc}"
                     )
                 texts[name] = data  # refused by the store, on its own
-        return store.offer_data(texts, source=self.description, default_key=DEFAULT_KEY)
+        return store.offer_data(texts, source=self.description, default_key=TEMPLATE_KEY)

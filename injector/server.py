@@ -113,15 +113,11 @@ class ClientGone(Exception):
 
 
 def _refuse(
-    injector: Injector,
-    status: int,
-    reason: str,
-    message: str,
-    *,
-    headers: dict[str, str] | None = None,
+    injector: Injector, refusal: Refusal, *, headers: dict[str, str] | None = None
 ) -> web.Response:
     """An HTTP error answer (not an admission decision): counted, one short log line."""
-    message = clip(message, limits.MAX_MESSAGE_CHARS)  # the same cap as admission's refusals
+    status, reason = refusal.status, refusal.reason
+    message = clip(refusal.message, limits.MAX_MESSAGE_CHARS)  # as admission's refusals
     injector.metrics.bad_requests.labels(reason=reason).inc()
     injector.log.warning("bad_request", status=status, reason=reason, error=message)
     return web.json_response({"error": message}, status=status, headers=headers)
@@ -207,7 +203,7 @@ async def mutate(raw: bytes, injector: Injector) -> web.StreamResponse:
     result = _answer(raw, injector)
     review, outcome = result.review, result.outcome
     if outcome is None or review is None:
-        return _refuse(injector, result.status, result.refusal, result.error)
+        return _refuse(injector, Refusal(result.status, result.refusal, result.error))
     _record(injector, review, outcome, result.failure, started)
     return web.Response(body=result.body, content_type="application/json")
 
@@ -253,7 +249,7 @@ async def validate_template(raw: bytes, injector: Injector) -> web.StreamRespons
     ref = injector.template_ref
     result = review_template(raw, name=ref.name, namespace=ref.namespace, key=ref.key)
     if result.status != 200:
-        return _refuse(injector, result.status, "not-an-admission-review", result.error)
+        return _refuse(injector, Refusal(result.status, "not-an-admission-review", result.error))
     injector.metrics.template_reviews.labels(allowed=str(result.allowed).lower()).inc()
     log = injector.log.info if result.allowed else injector.log.warning
     log(
@@ -315,20 +311,19 @@ class WebhookHandler:
         injector = self.injector
         size = check_head(request, self.max_body_bytes)
         if isinstance(size, Refusal):
-            return _refuse(injector, size.status, size.reason, size.message)
+            return _refuse(injector, size)
         if not self.budget.take(size):
-            return _refuse(
-                injector,
+            busy = Refusal(
                 429,
                 "over-budget",
                 f"too many request bytes in flight (a {size}-byte body would take them past "
                 f"{self.budget.limit}): try again",
-                headers={"Retry-After": str(limits.RETRY_AFTER_S)},
             )
+            return _refuse(injector, busy, headers={"Retry-After": str(limits.RETRY_AFTER_S)})
         try:
             raw = await read_body(request, limit=size, deadline=deadline)
             if isinstance(raw, Refusal):
-                return _refuse(injector, raw.status, raw.reason, raw.message)
+                return _refuse(injector, raw)
             return await webhook(raw, injector)
         finally:
             self.budget.give_back(size)

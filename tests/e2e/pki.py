@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from injector.tls import CA_KEY_USAGE
+
 # Clock skew between this process and the binaries is nil, but a run can outlast midnight.
 VALIDITY = datetime.timedelta(days=2)
 BACKDATE = datetime.timedelta(minutes=5)
@@ -72,20 +74,7 @@ class _Issuer:
         self.cert = (
             _builder(self.name, self.name, self.key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(CA_KEY_USAGE, critical=True)
             .sign(self.key, hashes.SHA256())
         )
 

@@ -115,7 +115,21 @@ def _untainted(body: bytes) -> bool:
     return not json.loads(body)["spec"].get("taints")
 
 
-def write_kubeconfig(path: Path, credentials: Credentials) -> None:
+def write_kubeconfig(
+    path: Path,
+    credentials: Credentials,
+    *,
+    user: str = "e2e-admin",
+    auth: dict[str, str] | None = None,
+    namespace: str | None = None,
+) -> None:
+    """A kubeconfig for the API server of `credentials`, as `user`: with `auth` (say, a
+    token), else with the credentials' client certificate."""
+    if auth is None:
+        auth = {"client-certificate": str(credentials.cert), "client-key": str(credentials.key)}
+    context = {"cluster": "e2e", "user": user}
+    if namespace is not None:
+        context["namespace"] = namespace
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -128,16 +142,8 @@ def write_kubeconfig(path: Path, credentials: Credentials) -> None:
                 },
             }
         ],
-        "users": [
-            {
-                "name": "e2e-admin",
-                "user": {
-                    "client-certificate": str(credentials.cert),
-                    "client-key": str(credentials.key),
-                },
-            }
-        ],
-        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e-admin"}}],
+        "users": [{"name": user, "user": auth}],
+        "contexts": [{"name": "e2e", "context": context}],
         "current-context": "e2e",
     }
     path.write_text(yaml.safe_dump(config))

@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 import aiohttp
-import yaml
 
 from tests.e2e import node
+from tests.e2e.controlplane import write_kubeconfig
 from tests.e2e.kube import ApiError, Credentials, Json, Kube
 from tests.e2e.processes import STOP_LIMIT, Processes
 from tests.e2e.service_proxy import ServiceProxy, routes
@@ -128,34 +128,14 @@ class Runner:
         answer = await self.kube.create(
             f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token", request
         )
-        credentials = self.kube.credentials
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "e2e",
-                    "cluster": {
-                        "server": credentials.server,
-                        "certificate-authority": str(credentials.ca),
-                    },
-                }
-            ],
-            "users": [{"name": account, "user": {"token": answer["status"]["token"]}}],
-            "contexts": [
-                {
-                    "name": "e2e",
-                    "context": {
-                        "cluster": "e2e",
-                        "user": account,
-                        "namespace": meta["namespace"],
-                    },
-                }
-            ],
-            "current-context": "e2e",
-        }
         path = folder / "kubeconfig"
-        path.write_text(yaml.safe_dump(config))
+        write_kubeconfig(
+            path,
+            self.kube.credentials,
+            user=account,
+            auth={"token": answer["status"]["token"]},
+            namespace=meta["namespace"],
+        )
         return path
 
     async def start(self, container: Json, pod: Json) -> None:

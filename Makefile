@@ -58,7 +58,7 @@ image:
 
 # The Kubernetes schema the template is checked against, trimmed from the recorded OpenAPI.
 k8s-schema: $(STAMP)
-	$(BIN)/python -c 'import json; from injector.schema import trim; \
+	$(BIN)/python -c 'import json; from injector.core.schema import trim; \
 		d = json.load(open("tests/fixtures/kube-api/openapi-v3-api-v1.json")); \
 		open("injector/k8s_schema.json", "w").write(json.dumps(trim(d), indent=1, sort_keys=True) + "\n")'
 

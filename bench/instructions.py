@@ -23,9 +23,9 @@ import uuid
 from pathlib import Path
 
 from bench.throughput import FIXTURE, ROOT, ensure_tool, floor_argv, free_port, injector_argv
-from injector.admission import answer
-from injector.template import load_template
-from injector.tls import issue_certificates
+from injector.core.admission import answer
+from injector.core.template import load_template
+from injector.web.tls import issue_certificates
 
 
 def _argv(kind: str, certs: Path, port: int) -> list[str]:

@@ -20,11 +20,11 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from injector import logs
-from injector.server import Server
-from injector.settings import Settings
-from tests.helpers import ADMISSION
-from tests.kube_api import NAME, NAMESPACE, KubeApi
+from injector.core.settings import Settings
+from injector.obs import logs
+from injector.web.server import Server
+from tests.support.helpers import ADMISSION
+from tests.support.kube_api import NAME, NAMESPACE, KubeApi
 
 
 def modified_event(version: int, tag: str) -> bytes:

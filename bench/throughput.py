@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from injector.tls import issue_certificates
+from injector.web.tls import issue_certificates
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

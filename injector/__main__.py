@@ -1,5 +1,5 @@
 import sys
 
-from injector.cli import main
+from injector.cli.main import main
 
 sys.exit(main())

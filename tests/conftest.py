@@ -7,8 +7,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from injector.template import Template, load_template
-from tests.helpers import DEFAULT_TEMPLATE
+from injector.core.template import Template, load_template
+from tests.support.helpers import DEFAULT_TEMPLATE
 from tests.support.servers import Running, start_server
 
 

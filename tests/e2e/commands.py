@@ -16,13 +16,13 @@ from typing import Any
 
 import yaml
 
-from injector.template import TemplateError, load_template
+from injector.core.template import TemplateError, load_template
 from tests.e2e import manifests
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.injector import LocalInjector, kubectl_ok
 from tests.e2e.kube import Json, Kube, has_condition
 from tests.e2e.manifests import ASK, INJECTION_LABEL, TEMPLATE_CONFIGMAP, template_configmap
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 # Where the template ConfigMap and the injector's own Deployment live for these tests.
 SYSTEM = "e2e-injector-system"

@@ -26,7 +26,7 @@ from tests.e2e import node
 from tests.e2e.kube import Credentials
 from tests.e2e.pki import Pki, make_pki
 from tests.e2e.processes import Processes, free_port, wait_until_ok
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 BUILD_SCRIPT = ROOT / "scripts" / "controlplane" / "build.sh"
 BIN_ENV = "MESHER_CONTROLPLANE_BIN"

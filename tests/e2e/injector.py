@@ -22,7 +22,7 @@ from tests.e2e import manifests
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.manifests import ASK, INJECTION_LABEL, container_names, template_configmap
 from tests.e2e.processes import Processes, free_port, wait_until_ok
-from tests.helpers import DEFAULT_TEMPLATE, ROOT
+from tests.support.helpers import DEFAULT_TEMPLATE, ROOT
 
 WEBHOOKS = ROOT / "deploy" / "base" / "webhook.yaml"
 REGISTRATION_LIMIT = 20.0

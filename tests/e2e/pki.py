@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from injector.tls import CA_KEY_USAGE
+from injector.web.tls import CA_KEY_USAGE
 
 # Clock skew between this process and the binaries is nil, but a run can outlast midnight.
 VALIDITY = datetime.timedelta(days=2)

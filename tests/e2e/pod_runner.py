@@ -29,7 +29,7 @@ from tests.e2e.controlplane import write_kubeconfig
 from tests.e2e.kube import ApiError, Credentials, Json, Kube
 from tests.e2e.processes import STOP_LIMIT, Processes
 from tests.e2e.service_proxy import ServiceProxy, routes
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 PERIOD = 0.2
 TOKEN_SECONDS = 3600

@@ -12,7 +12,7 @@ import pytest
 from tests.e2e import manifests, node
 from tests.e2e.controlplane import SERVICE_RANGES, ControlPlane
 from tests.e2e.kube import Json, Kube, has_condition
-from tests.helpers import ROOT
+from tests.support.helpers import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from injector.template import load_template
+from injector.core.template import load_template
 from tests.e2e import manifests
 from tests.e2e.controlplane import ControlPlane, find_binaries, running_control_plane
 from tests.e2e.injector import (
@@ -32,7 +32,7 @@ from tests.e2e.manifests import (
     container_names,
     template_configmap,
 )
-from tests.helpers import DEFAULT_TEMPLATE, ROOT, bump
+from tests.support.helpers import DEFAULT_TEMPLATE, ROOT, bump
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ import ipaddress
 from typing import Any
 
 from tests.e2e import node
-from tests.helpers import admission_fixture
+from tests.support.helpers import admission_fixture
 
 NOW = datetime.datetime(2026, 12, 1, 12, 0, 0, tzinfo=datetime.UTC)
 SECOND = datetime.timedelta(seconds=1)

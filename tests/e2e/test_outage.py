@@ -35,7 +35,7 @@ from tests.e2e.manifests import (
     container_names,
     template_configmap,
 )
-from tests.helpers import admission_fixture, admission_fixture_names
+from tests.support.helpers import admission_fixture, admission_fixture_names
 
 pytestmark = pytest.mark.e2e
 

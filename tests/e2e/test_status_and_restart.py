@@ -30,7 +30,7 @@ from tests.e2e.controlplane import ControlPlane
 from tests.e2e.injector import injecting, kubectl_ok, running_injector
 from tests.e2e.kube import Json, Kube
 from tests.e2e.manifests import ASK, template_configmap
-from tests.helpers import DEFAULT_TEMPLATE, SHIPPED_VERSION, bump
+from tests.support.helpers import DEFAULT_TEMPLATE, SHIPPED_VERSION, bump
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ from tests.e2e.injector import (
     wait_until_a_broken_template_is_refused,
 )
 from tests.e2e.manifests import TEMPLATE_CONFIGMAP, template_configmap
-from tests.helpers import DEFAULT_TEMPLATE, bump
+from tests.support.helpers import DEFAULT_TEMPLATE, bump
 
 pytestmark = pytest.mark.e2e
 

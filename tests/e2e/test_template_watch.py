@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from injector.template import load_template
+from injector.core.template import load_template
 from tests.e2e.controlplane import ControlPlane, find_binaries, running_control_plane
 from tests.e2e.injector import UNKNOWN_VARIABLE, LocalInjector, kubectl_ok, running_injector
 from tests.e2e.manifests import TEMPLATE_CONFIGMAP, template_configmap
-from tests.helpers import DEFAULT_TEMPLATE, bump
+from tests.support.helpers import DEFAULT_TEMPLATE, bump
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import aiohttp
 
-from injector.server import Server
-from injector.settings import Settings
-from tests.helpers import DEFAULT_TEMPLATE
+from injector.core.settings import Settings
+from injector.web.server import Server
+from tests.support.helpers import DEFAULT_TEMPLATE
 
 
 @dataclass

@@ -8,8 +8,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from injector.template import Template, load_template
-from tests.helpers import DEFAULT_TEMPLATE, admission_fixture, bump
+from injector.core.template import Template, load_template
+from tests.support.helpers import DEFAULT_TEMPLATE, admission_fixture, bump
 
 TEMPLATE: Template = load_template(DEFAULT_TEMPLATE.read_text())
 NAMED = {"canary": load_template(bump(DEFAULT_TEMPLATE.read_text(), "1.7.0"))}

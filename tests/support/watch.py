@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
-from injector.settings import ConfigMapRef
-from injector.sources.configmap import Backoff, ConfigMapSource, Restart
-from injector.store import Reload, TemplateSet
-from tests.kube_api import NAME, NAMESPACE, KubeApi
+from injector.core.settings import ConfigMapRef
+from injector.core.store import Reload, TemplateSet
+from injector.kube.configmap import Backoff, ConfigMapSource, Restart
+from tests.support.kube_api import NAME, NAMESPACE, KubeApi
 
 REF = ConfigMapRef(namespace=NAMESPACE, name=NAME)
 

@@ -1,0 +1,1 @@
+"""The command line: `mesher-injector` and its subcommands. Wires the other packages."""

@@ -1,0 +1,257 @@
+"""`mesher-injector status` and `restart`: the CLI wiring of injector.core.workloads (what to
+think) and injector.kube.cluster (what to ask the API server)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from injector.core.names import INJECTOR_NAMESPACE, NEVER_INJECTED
+from injector.core.settings import ConfigMapRef
+from injector.core.store import TemplateSet
+from injector.core.template import Template
+from injector.core.workloads import (
+    MANUAL_ACTION,
+    Workload,
+    plan_restarts,
+    render_table,
+    report_json,
+    workloads,
+)
+
+# kubernetes_asyncio (a third of the injector's start-up) is imported when a cluster
+# command runs, never by `serve` or `inject`, which build this module's parsers.
+if TYPE_CHECKING:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from injector.kube.cluster import Cluster
+
+DEFAULT_CONFIGMAP = "mesher-system/mesher-sidecar-template"
+EXIT_OK, EXIT_ATTENTION, EXIT_ERROR = 0, 1, 2
+
+
+class ClusterError(Exception):
+    """No cluster, forbidden, not found: one line, exit 2."""
+
+
+def _scope_arguments(parser: argparse.ArgumentParser) -> None:
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", help="one namespace (default: the kubeconfig's)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
+    parser.add_argument("-l", "--selector", default="", help="pod label selector")
+    parser.add_argument(
+        "--configmap",
+        default=DEFAULT_CONFIGMAP,
+        help=f"NAMESPACE/NAME of the template ConfigMap (default {DEFAULT_CONFIGMAP}); the "
+        "injector Deployment is looked for in the same namespace",
+    )
+    parser.add_argument(
+        "--kube-api-server", default="", help="API server URL (default: the kubeconfig)"
+    )
+
+
+def add_parsers(sub: Any) -> None:
+    status = sub.add_parser(
+        "status",
+        help="which workloads carry an old template revision or miss their sidecar, and why",
+        description="Compare every meshed workload's pods with the live template's revision. "
+        "Exit 0: all current; 1: something stale or missing; 2: error.",
+    )
+    _scope_arguments(status)
+    status.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    restart = sub.add_parser(
+        "restart",
+        help="rollout-restart the stale or missing workloads, one at a time, while injection "
+        "is healthy",
+        description="Restart (like kubectl rollout restart) the Deployments, StatefulSets and "
+        "DaemonSets that status reports stale or missing, waiting for each rollout. Stops "
+        "before touching anything while the injector has no available replica or the live "
+        "template is invalid. Bare pods and Jobs are listed, never deleted.",
+    )
+    _scope_arguments(restart)
+    restart.add_argument("--parallel", type=int, default=1, help="workloads rolled at once")
+    restart.add_argument(
+        "--timeout", default="90s", help="per workload rollout, e.g. 90s, 5m (default 90s)"
+    )
+    restart.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    restart.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
+
+
+def duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise ValueError(f"--timeout {text!r} is not a duration (e.g. 90s, 5m)")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
+    return float(match.group(1)) * scale
+
+
+async def _live(cluster: Cluster, ref: ConfigMapRef) -> TemplateSet:
+    """The live templates, validated as the injectors validate them (a named one that
+    does not validate is left out: the injectors keep their last good version of it)."""
+    from injector.kube.cluster import Unhealthy
+
+    data = await cluster.configmap_data(ref)
+    live = TemplateSet()
+    live.offer_data(data if isinstance(data, dict) else {}, source="live", default_key=ref.key)
+    if live.template is None:
+        error = live.last_error.error if live.last_error else "no template"
+        raise Unhealthy(
+            f"the live template in {ref.namespace}/{ref.name} is invalid (the injectors keep "
+            f"their last good one): {error}"
+        )
+    return live
+
+
+async def _survey(
+    cluster: Cluster, args: argparse.Namespace, ref: ConfigMapRef
+) -> tuple[Template, list[Workload]]:
+    from injector.kube.cluster import kubeconfig_namespace
+
+    live = await _live(cluster, ref)
+    template = live.template
+    assert template is not None  # _live raised otherwise
+    namespace = None if args.all_namespaces else (args.namespace or kubeconfig_namespace())
+    snapshot = await cluster.snapshot(namespace=namespace, selector=args.selector)
+    found = workloads(
+        snapshot,
+        revision=template.revision,
+        named_revisions={name: t.revision for name, t in live.named.items()},
+        sidecar_names=template.sidecar_names.union(*(t.sidecar_names for t in live.named.values())),
+        excluded_namespaces=NEVER_INJECTED | {ref.namespace},
+    )
+    return template, found
+
+
+def _run(
+    args: argparse.Namespace, body: Callable[[Cluster, ConfigMapRef], Coroutine[Any, Any, int]]
+) -> int:
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from injector.kube.cluster import Cluster
+    from injector.kube.configmap import api_client_for
+
+    async def main() -> int:
+        ref = ConfigMapRef.parse(args.configmap, default_namespace=INJECTOR_NAMESPACE)
+        api = await api_client_for(args.kube_api_server)
+        try:
+            return await body(Cluster(api), ref)
+        finally:
+            await api.close()
+
+    try:
+        return asyncio.run(main())
+    except ApiException as exc:
+        raise ClusterError(_api_error(exc)) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ClusterError(f"cannot reach the API server: {exc}") from exc
+    except ValueError as exc:
+        raise ClusterError(str(exc)) from exc
+
+
+def _api_error(exc: ApiException) -> str:
+    try:
+        message = json.loads(exc.body or "{}").get("message") or exc.reason
+    except ValueError:
+        message = exc.reason
+    what = {401: "unauthorized", 403: "forbidden", 404: "not found"}.get(exc.status, "error")
+    return f"{what} (HTTP {exc.status}): {message}"
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from injector.kube.cluster import Unhealthy
+
+    async def body(cluster: Cluster, ref: ConfigMapRef) -> int:
+        try:
+            template, found = await _survey(cluster, args, ref)
+        except Unhealthy as exc:
+            raise ClusterError(str(exc)) from exc
+        if args.output == "json":
+            report = report_json(
+                found,
+                configmap=f"{ref.namespace}/{ref.name}",
+                revision=template.revision,
+                version=template.version,
+            )
+            print(json.dumps(report, indent=2))
+        else:
+            print(
+                f"template {ref.namespace}/{ref.name}: revision {template.revision}, "
+                f"version {template.version or '(none)'}"
+            )
+            if found:
+                sys.stdout.write(render_table(found))
+            else:
+                print("no pod asks for mesher here")
+        return EXIT_OK if all(w.state == "current" for w in found) else EXIT_ATTENTION
+
+    return _run(args, body)
+
+
+def run_restart(args: argparse.Namespace) -> int:
+    from injector.kube.cluster import Unhealthy, execute
+
+    timeout = duration(args.timeout)
+    if args.parallel < 1:
+        raise ValueError("--parallel must be at least 1")
+
+    async def body(cluster: Cluster, ref: ConfigMapRef) -> int:
+        try:
+            template, found = await _survey(cluster, args, ref)
+        except Unhealthy as exc:
+            print(f"not restarting anything: {exc}")
+            return EXIT_ATTENTION
+        plan = plan_restarts(found)
+        print(f"template {ref.namespace}/{ref.name}: revision {template.revision}")
+        for w in plan.restart:
+            print(f"to restart: {w.kind.lower()}/{w.name} -n {w.namespace} ({w.state})")
+        for w in plan.manual:
+            print(f"manual: {w.kind.lower()}/{w.name} -n {w.namespace}: {MANUAL_ACTION[w.kind]}")
+        for w in plan.skipped:
+            print(
+                f"not restarted (a restart cannot help): {w.kind.lower()}/{w.name} "
+                f"-n {w.namespace}: {w.why}"
+            )
+        if not plan.restart:
+            print("nothing to restart")
+            return EXIT_OK
+        if args.dry_run:
+            print("dry run: nothing changed")
+            return EXIT_OK
+
+        async def health() -> None:
+            available = await cluster.injector_available(ref.namespace)
+            if available < 1:
+                raise Unhealthy(
+                    f"the injector Deployment {ref.namespace}/mesher-injector has no available "
+                    "replica: restarted pods would be refused"
+                )
+            await _live(cluster, ref)
+
+        try:
+            late = await execute(
+                plan,
+                cluster,
+                health=health,
+                say=print,
+                parallel=args.parallel,
+                rollout_timeout=timeout,
+                interval=args.poll_interval,
+            )
+        except Unhealthy as exc:
+            print(f"stopped, nothing more restarted: {exc}")
+            return EXIT_ATTENTION
+        if late:
+            names = ", ".join(f"{w.kind.lower()}/{w.name} -n {w.namespace}" for w in late)
+            print(f"stopped: the rollout of {names} did not complete within {args.timeout}")
+            return EXIT_ATTENTION
+        print("done: every restartable workload rolled out")
+        return EXIT_OK
+
+    return _run(args, body)

@@ -1,0 +1,339 @@
+"""Pods and their owners -> workloads, their sidecar state, and a restart plan (pure).
+
+`status` and `restart` read the cluster through `injector.kube.cluster`; everything
+they decide is here, computed from the API server's own list answers (dicts), so it is
+tested on recorded lists alone.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+from injector.core import annotations as ann
+from injector.core.admission import controller_of
+from injector.core.names import (
+    DEFAULT_TEMPLATE_NAME,
+    NAMESPACE_LABEL,
+    NAMESPACE_LABEL_VALUE,
+    NEVER_INJECTED,
+)
+
+State = Literal["current", "stale", "missing"]
+RESTARTABLE = ("Deployment", "StatefulSet", "DaemonSet")
+STATE_ORDER: dict[str, int] = {"missing": 0, "stale": 1, "current": 2}
+_NO_NAMED: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the cluster holds: the items of the API server's list answers."""
+
+    pods: list[dict[str, Any]]
+    replicasets: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    namespaces: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    namespace: str
+    kind: str
+    name: str
+    pods: int
+    revisions: dict[str, int]
+    state: State
+    why: str = ""
+    fixable_by_restart: bool = True  # False: restarting cannot help (see why)
+
+    @property
+    def restartable(self) -> bool:
+        return self.kind in RESTARTABLE and self.fixable_by_restart
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "kind": self.kind,
+            "name": self.name,
+            "pods": self.pods,
+            "revisions": self.revisions,
+            "state": self.state,
+            "why": self.why,
+            "restartable": self.restartable,
+        }
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return str(_meta(obj).get("namespace", "")), str(_meta(obj).get("name", ""))
+
+
+def _controller(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    return controller_of(_meta(obj))
+
+
+def owner_of(
+    pod: Mapping[str, Any],
+    replicasets: Mapping[tuple[str, str], Mapping[str, Any]],
+    jobs: Mapping[tuple[str, str], Mapping[str, Any]],
+) -> tuple[str, str]:
+    """The workload a pod belongs to, as (kind, name): a ReplicaSet's pods under their
+    Deployment, a Job's under its CronJob, a bare pod as itself."""
+    namespace, pod_name = _key(pod)
+    owner = _controller(pod)
+    if owner is None:
+        return "Pod", pod_name
+    kind, name = owner
+    parents = {"ReplicaSet": replicasets, "Job": jobs}.get(kind)
+    if parents is not None:
+        parent = parents.get((namespace, name))
+        grand = _controller(parent) if parent is not None else None
+        if grand is not None and grand[0] in ("Deployment", "CronJob"):
+            return grand
+    return kind, name
+
+
+@dataclass(frozen=True, slots=True)
+class PodState:
+    asked: bool  # the inject annotation has a value other than no/n
+    injected: bool
+    revision: str
+    bad_value: str  # the inject annotation's value when it is not yes/y/no/n
+    template: str = DEFAULT_TEMPLATE_NAME  # the template the pod asked for
+
+
+def pod_state(pod: Mapping[str, Any], sidecar_names: frozenset[str]) -> PodState:
+    annotations = _meta(pod).get("annotations") or {}
+    raw = annotations.get(ann.INJECT) if isinstance(annotations, dict) else None
+    choice = ann.parse_inject({ann.INJECT: raw} if isinstance(raw, str) else {})
+    spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    names = {
+        c.get("name")
+        for group in ("containers", "initContainers")
+        for c in (spec.get(group) or [])  # type: ignore[union-attr]
+        if isinstance(c, dict)
+    }
+    status = annotations.get(ann.STATUS) if isinstance(annotations, dict) else None
+    injected = status == ann.STATUS_INJECTED or bool(names & sidecar_names)
+    revision = annotations.get(ann.TEMPLATE_REVISION, "") if isinstance(annotations, dict) else ""
+    chosen = annotations.get(ann.TEMPLATE) if isinstance(annotations, dict) else None
+    return PodState(
+        asked=choice.requested or choice.warning is not None,
+        injected=injected,
+        revision=str(revision or ("unknown" if injected else "")),
+        bad_value=str(raw) if choice.warning is not None else "",
+        template=str(chosen).strip()
+        if isinstance(chosen, str) and chosen.strip()
+        else DEFAULT_TEMPLATE_NAME,
+    )
+
+
+def workloads(
+    snapshot: Snapshot,
+    *,
+    revision: str,
+    sidecar_names: frozenset[str],
+    named_revisions: Mapping[str, str] = _NO_NAMED,
+    excluded_namespaces: frozenset[str] = NEVER_INJECTED,
+) -> list[Workload]:
+    """Every workload with a pod that asked for mesher or carries it; missing first,
+    then stale, then current. Each pod is compared with the template it asked for: the
+    default (`revision`) or a named one (`named_revisions`). A terminating pod (one with
+    a deletionTimestamp) is leaving: it is not counted, so a workload just rolled is
+    current at once, not stale until its old pods are gone."""
+    live = {**named_revisions, DEFAULT_TEMPLATE_NAME: revision}
+    replicasets = {_key(r): r for r in snapshot.replicasets}
+    jobs = {_key(j): j for j in snapshot.jobs}
+    labelled = {
+        str(_meta(n).get("name")): (_meta(n).get("labels") or {}).get(NAMESPACE_LABEL)
+        == NAMESPACE_LABEL_VALUE
+        for n in snapshot.namespaces
+    }
+    groups: dict[tuple[str, str, str], list[PodState]] = {}
+    for pod in snapshot.pods:
+        if _meta(pod).get("deletionTimestamp"):
+            continue
+        state = pod_state(pod, sidecar_names)
+        if not (state.asked or state.injected):
+            continue
+        namespace = str(_meta(pod).get("namespace", ""))
+        kind, name = owner_of(pod, replicasets, jobs)
+        groups.setdefault((namespace, kind, name), []).append(state)
+    found = [
+        _workload(key, states, live, labelled.get(key[0]), excluded_namespaces)
+        for key, states in groups.items()
+    ]
+    return sorted(found, key=lambda w: (STATE_ORDER[w.state], w.namespace, w.kind, w.name))
+
+
+def _workload(
+    key: tuple[str, str, str],
+    states: list[PodState],
+    live: Mapping[str, str],
+    labelled: bool | None,
+    excluded: frozenset[str],
+) -> Workload:
+    namespace, kind, name = key
+    revisions = dict(Counter(s.revision for s in states if s.injected))
+    missing = [s for s in states if not s.injected]
+    stale = [s for s in states if s.revision != live.get(s.template)]
+    if missing:
+        why, fixable = _why_missing(namespace, missing, labelled, excluded)
+        state: State = "missing"
+    elif stale:
+        state, fixable = "stale", True
+        gone = sorted({s.template for s in stale if s.template not in live})
+        if gone:
+            why = f"pods ask for template {', '.join(gone)}, which the ConfigMap does not have"
+        else:
+            old = sorted({s.revision for s in stale})
+            wanted = sorted(
+                {
+                    live[s.template]
+                    if s.template == DEFAULT_TEMPLATE_NAME
+                    else f"{live[s.template]} ({s.template})"
+                    for s in stale
+                }
+            )
+            why = f"pods carry revision {', '.join(old)}; the live template is {', '.join(wanted)}"
+    else:
+        why, fixable, state = "", True, "current"
+    return Workload(
+        namespace=namespace,
+        kind=kind,
+        name=name,
+        pods=len(states),
+        revisions=revisions,
+        state=state,
+        why=why,
+        fixable_by_restart=fixable,
+    )
+
+
+def _why_missing(
+    namespace: str, missing: list[PodState], labelled: bool | None, excluded: frozenset[str]
+) -> tuple[str, bool]:
+    bad = next((s.bad_value for s in missing if s.bad_value), "")
+    if bad:
+        return (
+            f'{ann.INJECT} is "{bad[:40]}": only "yes" or "y" inject (fix the annotation)',
+            False,
+        )
+    if namespace in excluded:
+        return f"namespace {namespace} is never injected", False
+    if labelled is False:
+        return (
+            f"namespace {namespace} is not labelled {NAMESPACE_LABEL}={NAMESPACE_LABEL_VALUE} "
+            f"(kubectl label namespace {namespace} {NAMESPACE_LABEL}={NAMESPACE_LABEL_VALUE})",
+            False,
+        )
+    return (
+        f"{len(missing)} pod(s) created while the injector was unreachable, or before the "
+        "namespace was labelled",
+        True,
+    )
+
+
+# --- restart ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What `restart` does: roll `restart` one by one; `manual` needs a person (bare
+    pods, Jobs, CronJobs: never deleted); `skipped` cannot be fixed by a restart."""
+
+    restart: tuple[Workload, ...]
+    manual: tuple[Workload, ...]
+    skipped: tuple[Workload, ...]
+
+
+def plan_restarts(found: Iterable[Workload]) -> Plan:
+    todo = [w for w in found if w.state != "current"]
+    return Plan(
+        restart=tuple(w for w in todo if w.restartable),
+        manual=tuple(w for w in todo if w.kind not in RESTARTABLE and w.fixable_by_restart),
+        skipped=tuple(w for w in todo if not w.fixable_by_restart),
+    )
+
+
+MANUAL_ACTION = {
+    "Pod": "delete and re-create the pod",
+    "Job": "re-run the Job (its pods are never deleted for you)",
+    "CronJob": "its next run gets the sidecar; re-run it now if needed",
+}
+
+
+def restart_patch(now: datetime.datetime) -> dict[str, Any]:
+    """The strategic-merge patch `kubectl rollout restart` sends."""
+    stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "spec": {
+            "template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}
+        }
+    }
+
+
+def rollout_done(kind: str, obj: Mapping[str, Any]) -> bool:
+    """As `kubectl rollout status` judges it: the controller has seen the new spec and
+    every replica is updated and available (no old one left)."""
+    meta, spec = _meta(obj), obj.get("spec") or {}
+    status = obj.get("status") or {}
+    if status.get("observedGeneration", 0) < meta.get("generation", 0):
+        return False
+    if kind == "Deployment":
+        wanted = spec.get("replicas", 1)
+        updated = status.get("updatedReplicas", 0)
+        return bool(
+            updated >= wanted
+            and status.get("replicas", 0) <= updated
+            and status.get("availableReplicas", 0) >= updated
+        )
+    if kind == "StatefulSet":
+        wanted = spec.get("replicas", 1)
+        return bool(
+            status.get("updatedReplicas", 0) >= wanted
+            and status.get("readyReplicas", 0) >= wanted
+            and status.get("currentRevision") == status.get("updateRevision")
+        )
+    if kind == "DaemonSet":
+        desired = status.get("desiredNumberScheduled", 0)
+        return bool(
+            status.get("updatedNumberScheduled", 0) >= desired
+            and status.get("numberAvailable", 0) >= desired
+        )
+    raise ValueError(f"no rollout for kind {kind}")
+
+
+# --- output ---------------------------------------------------------------------------
+
+
+def report_json(
+    found: list[Workload], *, configmap: str, revision: str, version: str
+) -> dict[str, Any]:
+    return {
+        "template": {"configmap": configmap, "revision": revision, "version": version},
+        "workloads": [w.as_json() for w in found],
+    }
+
+
+def render_table(found: list[Workload]) -> str:
+    rows = [["NAMESPACE", "KIND", "NAME", "PODS", "REVISIONS", "STATE", "WHY"]]
+    for w in found:
+        revisions = ",".join(f"{r}:{n}" for r, n in sorted(w.revisions.items())) or "-"
+        rows.append([w.namespace, w.kind, w.name, str(w.pods), revisions, w.state, w.why])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
+        + "  "
+        + row[-1]
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -1,0 +1,170 @@
+"""The kubernetes-asyncio calls of `status` and `restart`: list what the cluster holds,
+read the live template, check the injector, roll a workload and wait for it. No decision
+is made here (see injector.core.workloads); lists come back as the API server's own JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from injector.core.settings import ConfigMapRef
+from injector.core.workloads import Plan, Snapshot, Workload, restart_patch, rollout_done
+
+PAGE = 500
+INJECTOR_DEPLOYMENT = "mesher-injector"
+
+
+def kubeconfig_namespace() -> str:
+    """The current context's namespace, as kubectl would use it; else `default`."""
+    try:
+        _contexts, current = config.list_kube_config_contexts()
+        return str((current or {}).get("context", {}).get("namespace") or "default")
+    except Exception:  # no kubeconfig, or no context: kubectl says default too
+        return "default"
+
+
+async def _json(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The answer as the API server's own JSON (no model objects); ApiException for an
+    HTTP error, as the preloading client would raise."""
+    response = await call(*args, _preload_content=False, **kwargs)
+    body = await response.read()
+    if not 200 <= response.status <= 299:
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = body
+        raise error
+    data: dict[str, Any] = json.loads(body)
+    return data
+
+
+async def _items(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> list[Any]:
+    """Every item of a list, page by page."""
+    items: list[Any] = []
+    token = ""
+    while True:
+        extra = {"_continue": token} if token else {}
+        page = await _json(call, *args, limit=PAGE, **kwargs, **extra)
+        items += page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue") or ""
+        if not token:
+            return items
+
+
+@dataclass
+class Cluster:
+    api: client.ApiClient
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api)
+
+    async def snapshot(self, *, namespace: str | None, selector: str = "") -> Snapshot:
+        """Pods (with `selector`) and the owners and namespaces that say what they are;
+        `namespace` None: all namespaces."""
+        core, apps, batch = self.core, self.apps, client.BatchV1Api(self.api)
+        if namespace is None:
+            pods = await _items(core.list_pod_for_all_namespaces, label_selector=selector)
+            replicasets = await _items(apps.list_replica_set_for_all_namespaces)
+            jobs = await _items(batch.list_job_for_all_namespaces)
+            namespaces = await _items(core.list_namespace)
+        else:
+            pods = await _items(core.list_namespaced_pod, namespace, label_selector=selector)
+            replicasets = await _items(apps.list_namespaced_replica_set, namespace)
+            jobs = await _items(batch.list_namespaced_job, namespace)
+            namespaces = [await _json(core.read_namespace, namespace)]
+        return Snapshot(pods=pods, replicasets=replicasets, jobs=jobs, namespaces=namespaces)
+
+    async def configmap_data(self, ref: ConfigMapRef) -> Any:
+        configmap = await _json(self.core.read_namespaced_config_map, ref.name, ref.namespace)
+        return configmap.get("data")
+
+    async def injector_available(self, namespace: str) -> int:
+        deployment = await _json(
+            self.apps.read_namespaced_deployment, INJECTOR_DEPLOYMENT, namespace
+        )
+        return int((deployment.get("status") or {}).get("availableReplicas") or 0)
+
+    async def read(self, workload: Workload) -> dict[str, Any]:
+        read = {
+            "Deployment": self.apps.read_namespaced_deployment,
+            "StatefulSet": self.apps.read_namespaced_stateful_set,
+            "DaemonSet": self.apps.read_namespaced_daemon_set,
+        }[workload.kind]
+        return await _json(read, workload.name, workload.namespace)
+
+    async def restart(self, workload: Workload, now: datetime.datetime) -> None:
+        """What `kubectl rollout restart` does: a strategic-merge PATCH of the pod
+        template's restartedAt annotation."""
+        patch = {
+            "Deployment": self.apps.patch_namespaced_deployment,
+            "StatefulSet": self.apps.patch_namespaced_stateful_set,
+            "DaemonSet": self.apps.patch_namespaced_daemon_set,
+        }[workload.kind]
+        await patch(
+            workload.name,
+            workload.namespace,
+            restart_patch(now),
+            field_manager="mesher-injector-restart",
+        )
+
+    async def wait_rolled_out(self, workload: Workload, *, interval: float = 1.0) -> None:
+        """Until the rollout is complete (bound it with asyncio.timeout)."""
+        while True:  # polled, as kubectl rollout status does without a watch
+            if rollout_done(workload.kind, await self.read(workload)):
+                return
+            await asyncio.sleep(interval)
+
+
+class Unhealthy(Exception):
+    """Injection is not healthy: restarting now would make refused or unmeshed pods."""
+
+
+async def execute(
+    plan: Plan,
+    cluster: Cluster,
+    *,
+    health: Callable[[], Awaitable[None]],
+    say: Callable[[str], None],
+    parallel: int = 1,
+    rollout_timeout: float = 90.0,
+    interval: float = 1.0,
+) -> list[Workload]:
+    """Roll `plan.restart`, `parallel` at a time, each checked healthy before it starts
+    and waited for; returns the workloads whose rollout did not complete in `rollout_timeout`
+    (the run stops at the first batch with one). Raises Unhealthy before touching a
+    workload when `health` does."""
+    todo = list(plan.restart)
+    while todo:
+        batch, todo = todo[:parallel], todo[parallel:]
+        await health()
+        for workload in batch:
+            say(f"restarting {workload.kind.lower()}/{workload.name} -n {workload.namespace}")
+            await cluster.restart(workload, datetime.datetime.now(datetime.UTC))
+
+        async def rolled_out(workload: Workload) -> bool:
+            try:
+                async with asyncio.timeout(rollout_timeout):
+                    await cluster.wait_rolled_out(workload, interval=interval)
+            except TimeoutError:
+                return False
+            return True
+
+        results = await asyncio.gather(*(rolled_out(w) for w in batch))
+        late = [w for w, done in zip(batch, results, strict=True) if not done]
+        for workload, done in zip(batch, results, strict=True):
+            if done:
+                say(f"rolled out {workload.kind.lower()}/{workload.name} -n {workload.namespace}")
+        if late:
+            return late
+    return []

@@ -1,0 +1,1 @@
+"""What an operator sees: Prometheus metrics and structlog JSON lines."""

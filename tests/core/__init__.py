@@ -1,0 +1,1 @@
+"""Tests of injector.core: in-process, no server."""

@@ -1,0 +1,1 @@
+"""deploy/: the manifests parse and agree with the code."""

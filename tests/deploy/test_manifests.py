@@ -1,0 +1,422 @@
+"""deploy/: the manifests parse, agree with each other and with the code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from injector.cli.main import build_parser
+from injector.core.admission import decide
+from injector.core.manual import inject_documents
+from injector.core.settings import ConfigMapRef
+from injector.core.template import Template, load_template
+from injector.web.server import WEBHOOKS
+from injector.web.tls import service_dns_names
+from tests.support.helpers import (
+    DEFAULT_TEMPLATE,
+    ROOT,
+    admission_fixture,
+    admission_fixture_names,
+)
+
+TEMPLATE = load_template(DEFAULT_TEMPLATE.read_text())
+
+DEPLOY = ROOT / "deploy"
+BASE = DEPLOY / "base"
+
+
+def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """A command as the tests run them: output captured as text, bounded, never raising."""
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, **kwargs)
+
+
+def docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def one(path: Path, kind: str) -> dict[str, Any]:
+    found = [d for d in docs(path) if d["kind"] == kind]
+    assert len(found) == 1, (path, kind)
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def deployment() -> dict[str, Any]:
+    return one(BASE / "deployment.yaml", "Deployment")
+
+
+@pytest.fixture(scope="module")
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = c
+    return result
+
+
+@pytest.fixture(scope="module")
+def serve_args(container: dict[str, Any]) -> Any:
+    assert container["args"][0] == "serve"
+    return build_parser().parse_args(container["args"])
+
+
+def test_every_kustomization_resource_exists() -> None:
+    for kustomization in DEPLOY.rglob("kustomization.yaml"):
+        spec = yaml.safe_load(kustomization.read_text())
+        for resource in spec.get("resources", []):
+            assert (kustomization.parent / resource).exists(), (kustomization, resource)
+        for generator in spec.get("configMapGenerator", []):
+            for file in generator["files"]:
+                assert (kustomization.parent / file.split("=")[-1]).exists()
+
+
+KUBECTL = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    result = run(["kubectl", "kustomize", str(folder)], cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+@KUBECTL
+@pytest.mark.parametrize(
+    ("folder", "expected"),
+    [
+        (
+            "deploy",
+            {
+                "Namespace",
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "Service",
+                "Deployment",
+                "PodDisruptionBudget",
+                "NetworkPolicy",
+                "MutatingWebhookConfiguration",
+                "ValidatingWebhookConfiguration",
+            },
+        ),
+        ("deploy/cert-manager", {"Issuer", "Certificate", "MutatingWebhookConfiguration"}),
+        ("deploy/template", {"ConfigMap"}),
+        ("deploy/examples", {"Namespace", "Deployment", "Service", "Job"}),
+    ],
+)
+def test_kustomize_builds(folder: str, expected: set[str]) -> None:
+    built = kustomize(ROOT / folder)
+    assert expected <= {d["kind"] for d in built}
+    configmaps = [d for d in built if d["kind"] == "ConfigMap"]
+    assert bool(configmaps) == (folder == "deploy/template")  # only there: the admin's
+    for configmap in configmaps:  # generated without a name hash, holding config/'s template
+        assert configmap["metadata"]["name"] == "mesher-sidecar-template"
+        assert configmap["metadata"]["namespace"] == "mesher-system"
+        assert configmap["data"]["template.yaml"] == DEFAULT_TEMPLATE.read_text()
+
+
+OTHER_NAMESPACE_OVERLAY = """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: mesh-tools
+resources:
+  - {deploy}
+patches:
+  - target:
+      kind: MutatingWebhookConfiguration
+      name: mesher-injector
+    patch: |-
+      - op: replace
+        path: /webhooks/0/namespaceSelector/matchExpressions/0/values/2
+        value: mesh-tools
+  - target:
+      kind: ValidatingWebhookConfiguration
+      name: mesher-injector
+    patch: |-
+      - op: replace
+        path: /webhooks/0/namespaceSelector/matchExpressions/0/values/0
+        value: mesh-tools
+"""
+
+
+@KUBECTL
+def test_an_overlay_into_another_namespace_is_consistent(tmp_path: Path) -> None:
+    """The README's overlay: everything lands in mesh-tools, the injector finds its
+    ConfigMap there (the pod's own namespace), the webhook calls the Service there and
+    excludes mesh-tools instead of mesher-system."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    deploy = os.path.relpath(DEPLOY, overlay)
+    (overlay / "kustomization.yaml").write_text(OTHER_NAMESPACE_OVERLAY.format(deploy=deploy))
+    built = kustomize(overlay)
+    for doc in built:
+        if doc["kind"] == "Namespace":
+            assert doc["metadata"]["name"] == "mesh-tools"
+        elif not doc["kind"].endswith("WebhookConfiguration"):
+            assert doc["metadata"]["namespace"] == "mesh-tools", doc["kind"]
+    (binding,) = [d for d in built if d["kind"] == "RoleBinding"]
+    assert binding["subjects"][0]["namespace"] == "mesh-tools"
+    (webhook,) = [d for d in built if d["kind"] == "MutatingWebhookConfiguration"]
+    (hook,) = webhook["webhooks"]
+    assert hook["clientConfig"]["service"]["namespace"] == "mesh-tools"
+    (excluded,) = hook["namespaceSelector"]["matchExpressions"]
+    assert excluded["values"] == ["kube-system", "kube-public", "mesh-tools"]
+    (deployment,) = [d for d in built if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert args.configmap == ""  # the ConfigMap is looked up in the pod's own namespace
+    ref = ConfigMapRef.parse(args.configmap, default_namespace="mesh-tools")
+    assert (ref.namespace, ref.name) == ("mesh-tools", "mesher-sidecar-template")
+    assert "mesher-system" not in yaml.safe_dump(deployment)
+    (validating,) = [d for d in built if d["kind"] == "ValidatingWebhookConfiguration"]
+    (check,) = validating["webhooks"]
+    assert check["clientConfig"]["service"]["namespace"] == "mesh-tools"
+    assert check["namespaceSelector"]["matchExpressions"][0]["values"] == ["mesh-tools"]
+    assert "mesher-system" not in yaml.safe_dump(built)
+
+
+def test_the_template_configmap_equals_config() -> None:
+    assert (DEPLOY / "template" / "template.yaml").read_text() == DEFAULT_TEMPLATE.read_text()
+    spec = yaml.safe_load((DEPLOY / "template" / "kustomization.yaml").read_text())
+    (generator,) = spec["configMapGenerator"]
+    assert generator["name"] == "mesher-sidecar-template"
+    assert generator["files"] == ["template.yaml"]
+    assert spec["generatorOptions"]["disableNameSuffixHash"] is True
+    assert spec["namespace"] == "mesher-system"
+
+
+def test_rbac_allows_only_reading_the_template_configmap(
+    serve_args: Any, deployment: dict[str, Any]
+) -> None:
+    role = one(BASE / "rbac.yaml", "Role")
+    (rule,) = role["rules"]
+    assert rule["resources"] == ["configmaps"]
+    assert sorted(rule["verbs"]) == ["get", "list", "watch"]
+    ref = ConfigMapRef.parse(serve_args.configmap, default_namespace="mesher-system")
+    assert rule["resourceNames"] == [ref.name]
+    assert ref.namespace == role["metadata"]["namespace"] == "mesher-system"
+    binding = one(BASE / "rbac.yaml", "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    (subject,) = binding["subjects"]
+    assert subject["name"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert (
+        subject["name"] == one(BASE / "serviceaccount.yaml", "ServiceAccount")["metadata"]["name"]
+    )
+
+
+def test_deployment_is_highly_available_and_locked_down(
+    deployment: dict[str, Any], container: dict[str, Any]
+) -> None:
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    assert spec["replicas"] >= 2
+    assert pod["affinity"]["podAntiAffinity"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert isinstance(pod["securityContext"]["runAsUser"], int)
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
+    pdb = one(BASE / "pdb.yaml", "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_probes_hit_the_admin_port_the_server_listens_on(
+    container: dict[str, Any], serve_args: Any
+) -> None:
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["admin"] == serve_args.admin_port
+    assert ports["https"] == serve_args.port
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+
+
+def test_grace_period_covers_drain_and_in_flight_requests(
+    deployment: dict[str, Any], serve_args: Any
+) -> None:
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > serve_args.drain_seconds + serve_args.shutdown_timeout
+
+
+def test_tls_files_come_from_the_mounted_secret(
+    container: dict[str, Any], deployment: dict[str, Any], serve_args: Any
+) -> None:
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert str(serve_args.tls_cert) == f"{mounts['tls']}/tls.crt"
+    assert str(serve_args.tls_key) == f"{mounts['tls']}/tls.key"
+    assert volumes["tls"]["secret"]["secretName"] == "mesher-injector-tls"
+    assert build_parser().parse_args(["certs", "-o", "x"]).secret_name == "mesher-injector-tls"
+    assert serve_args.template_source == "configmap"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+
+
+def webhook_service() -> dict[str, Any]:
+    (service,) = [
+        d for d in docs(BASE / "service.yaml") if d["metadata"]["name"] == "mesher-injector"
+    ]
+    return service
+
+
+def test_service_maps_443_to_the_webhook_port_and_nothing_else(
+    deployment: dict[str, Any],
+) -> None:
+    service = webhook_service()
+    assert [p["name"] for p in service["spec"]["ports"]] == ["https"]
+    https = next(p for p in service["spec"]["ports"] if p["name"] == "https")
+    assert https["port"] == 443
+    assert https["targetPort"] == "https"
+    assert (
+        service["spec"]["selector"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_webhook_configuration_matches_the_service_and_the_server() -> None:
+    config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    service = webhook_service()
+    client = hook["clientConfig"]["service"]
+    assert client["name"] == service["metadata"]["name"]
+    assert client["namespace"] == service["metadata"]["namespace"]
+    assert client["port"] == 443
+    assert client["path"] in WEBHOOKS
+    assert hook["admissionReviewVersions"] == ["v1", "v1beta1"]
+    assert hook["sideEffects"] == "None"
+    assert hook["failurePolicy"] == "Fail"
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["matchPolicy"] == "Equivalent"
+    assert 1 <= hook["timeoutSeconds"] <= 10
+    (rule,) = hook["rules"]
+    assert rule["operations"] == ["CREATE"]
+    assert rule["resources"] == ["pods"]
+
+
+def test_cert_manager_overlay_issues_the_secret_the_deployment_mounts() -> None:
+    certs = docs(DEPLOY / "cert-manager" / "certificates.yaml")
+    serving = next(
+        d
+        for d in certs
+        if d["kind"] == "Certificate" and d["metadata"]["name"] == "mesher-injector-serving"
+    )
+    assert serving["spec"]["secretName"] == "mesher-injector-tls"
+    assert serving["spec"]["dnsNames"] == service_dns_names("mesher-injector", "mesher-system")
+    kustomization = yaml.safe_load((DEPLOY / "cert-manager" / "kustomization.yaml").read_text())
+    patched = {p["target"]["kind"] for p in kustomization["patches"]}
+    assert patched == {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
+    for patch in kustomization["patches"]:
+        ops = yaml.safe_load(patch["patch"])
+        assert (
+            ops[0]["value"]["cert-manager.io/inject-ca-from"]
+            == "mesher-system/mesher-injector-serving"
+        )
+
+
+def test_examples_are_injected_with_their_discovery_type(template: Template) -> None:
+    namespace = one(DEPLOY / "examples" / "namespace.yaml", "Namespace")
+    assert namespace["metadata"]["labels"] == {"sidecar-injector": "enabled"}
+    expected = {"sc": "sc", "pilot": "pilot"}
+    for folder, discovery in expected.items():
+        for name in ("server.yaml", "client.yaml"):
+            text = (DEPLOY / "examples" / folder / name).read_text()
+            _, reports = inject_documents(text, template)
+            (report,) = reports
+            assert report.outcome.decision == "injected", (folder, name, report)
+            assert report.outcome.discovery_type == discovery
+            if name == "server.yaml":
+                assert report.outcome.service_ports == "rest:9999"
+            assert all(
+                d["metadata"].get("namespace") == "chassis"
+                for d in docs(DEPLOY / "examples" / folder / name)
+            )
+
+
+def test_the_example_job_gets_a_native_sidecar(template: Template) -> None:
+    text = (DEPLOY / "examples" / "job" / "nightly.yaml").read_text()
+    out, (report,) = inject_documents(text, template)
+    assert report.outcome.decision == "injected"
+    assert not report.outcome.warnings
+    (job,) = [d for d in yaml.safe_load_all(out) if d]
+    first = job["spec"]["template"]["spec"]["initContainers"][0]
+    assert (first["name"], first["restartPolicy"]) == ("mesher", "Always")
+
+
+@pytest.mark.parametrize("script", ["install.sh", "e2e.sh"])
+def test_deploy_scripts_are_valid_bash(script: str) -> None:
+    result = run(["bash", "-n", str(DEPLOY / script)])
+    assert result.returncode == 0, result.stderr
+
+
+def test_e2e_skips_cleanly_without_a_cluster(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = run(["bash", str(DEPLOY / "e2e.sh")], env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("skipped: no cluster")
+
+
+def test_dockerfile_runs_as_a_numeric_non_root_user_from_the_lock_file() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert "-c constraints.txt" in text
+    assert "USER 10001:10001" in text
+    assert 'ENTRYPOINT ["mesher-injector"]' in text
+    assert "EXPOSE 8443 8080" in text
+    assert text.count("FROM ") == 2
+
+
+def test_the_base_never_applies_the_template_configmap() -> None:
+    for kustomization in (BASE, DEPLOY, DEPLOY / "cert-manager"):
+        spec = yaml.safe_load((kustomization / "kustomization.yaml").read_text())
+        assert "configMapGenerator" not in spec
+    assert not (BASE / "template.yaml").exists()
+
+
+def test_a_pod_that_does_not_carry_the_inject_annotation_needs_no_webhook_call() -> None:
+    """deploy/'s matchConditions send only pods carrying the inject annotation (the API
+    server evaluates them: tests/e2e/test_outage.py). So every recorded pod without it
+    must be one the injector leaves alone, without even a warning."""
+    config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    (condition,) = hook["matchConditions"]
+    assert condition["expression"] == (
+        "has(object.metadata.annotations) && "
+        "'sidecar.mesher.io/inject' in object.metadata.annotations"
+    )
+    for name in admission_fixture_names():
+        request = admission_fixture(name)["request"]
+        if request["kind"]["kind"] != "Pod":
+            continue
+        if "sidecar.mesher.io/inject" in (request["object"]["metadata"].get("annotations") or {}):
+            continue
+        outcome = decide(request, TEMPLATE)
+        assert outcome.reason == "not-requested", name
+        assert not outcome.warnings, name
+
+
+def test_the_template_configmap_is_validated_at_apply_and_never_blocked_by_an_outage() -> None:
+    config = one(BASE / "webhook.yaml", "ValidatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    assert hook["failurePolicy"] == "Ignore"  # an outage never stops a fix
+    assert hook["sideEffects"] == "None"
+    assert hook["timeoutSeconds"] <= 5
+    assert hook["admissionReviewVersions"] == ["v1", "v1beta1"]
+    (rule,) = hook["rules"]
+    assert rule["resources"] == ["configmaps"]
+    assert rule["operations"] == ["CREATE", "UPDATE", "DELETE"]
+    client = hook["clientConfig"]["service"]
+    assert (client["name"], client["namespace"], client["port"]) == (
+        "mesher-injector",
+        "mesher-system",
+        443,
+    )
+    assert client["path"] == "/validate-template"
+    assert client["path"] in WEBHOOKS
+    # Its namespaceSelector and matchConditions (the template by name, oldObject's on
+    # DELETE) are evaluated by a real API server in tests/e2e/test_template_review.py.

@@ -1,0 +1,1 @@
+"""Tests of injector.kube against a recorded list/watch server."""

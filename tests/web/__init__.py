@@ -1,0 +1,1 @@
+"""Tests of injector.web: over real HTTPS and real sockets."""

@@ -22,10 +22,11 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.throughput import FIXTURE, ROOT, ensure_tool, floor_argv, free_port, injector_argv
+from bench.throughput import FIXTURE, ROOT, ensure_tool, floor_argv, injector_argv
 from injector.core.admission import answer
 from injector.core.template import load_template
 from injector.web.tls import issue_certificates
+from tests.support.processes import free_port
 
 
 def _argv(kind: str, certs: Path, port: int) -> list[str]:

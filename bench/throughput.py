@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from injector.web.tls import issue_certificates
+from tests.support.processes import free_port, serve_argv, status_mib, stop_process
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -56,38 +57,13 @@ def ensure_wrk() -> str:
     return ensure_tool("wrk")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def status_mib(pid: int, key: str) -> float:
-    """A memory figure of /proc/PID/status (VmRSS, VmHWM...), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def rss_mib(pid: int) -> float:
     return status_mib(pid, "VmRSS")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 30 s."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @dataclass
@@ -113,23 +89,6 @@ def wait_http(url: str, *, context: ssl.SSLContext | None = None, limit: float =
         if time.perf_counter() - started > limit:
             raise TimeoutError(f"{url} not ready in {limit}s")
         time.sleep(0.005)
-
-
-def serve_argv(port: int, admin_port: int, *extra: str) -> list[str]:
-    """`mesher-injector serve` on loopback, as every benchmark starts it."""
-    return [
-        sys.executable,
-        "-m",
-        "injector",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--admin-port",
-        str(admin_port),
-        *extra,
-    ]
 
 
 def injector_argv(certs: Path, port: int, admin: int) -> list[str]:

@@ -29,6 +29,11 @@ class FileSource:
         self._missing = False
 
     @property
+    def missing(self) -> bool:
+        """The last poll could not read the template (the store was told once)."""
+        return self._missing
+
+    @property
     def description(self) -> str:
         return f"file:{self.path}"
 

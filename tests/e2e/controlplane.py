@@ -25,8 +25,9 @@ import yaml
 from tests.e2e import node
 from tests.e2e.kube import Credentials
 from tests.e2e.pki import Pki, make_pki
-from tests.e2e.processes import Processes, free_port, wait_until_ok
+from tests.e2e.processes import Processes, wait_until_ok
 from tests.support.helpers import ROOT
+from tests.support.processes import free_port
 
 BUILD_SCRIPT = ROOT / "scripts" / "controlplane" / "build.sh"
 BIN_ENV = "MESHER_CONTROLPLANE_BIN"

@@ -21,8 +21,9 @@ import yaml
 from tests.e2e import manifests
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.manifests import ASK, INJECTION_LABEL, container_names, template_configmap
-from tests.e2e.processes import Processes, free_port, wait_until_ok
+from tests.e2e.processes import Processes, wait_until_ok
 from tests.support.helpers import DEFAULT_TEMPLATE, ROOT
+from tests.support.processes import free_port
 
 WEBHOOKS = ROOT / "deploy" / "base" / "webhook.yaml"
 REGISTRATION_LIMIT = 20.0

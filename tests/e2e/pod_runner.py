@@ -27,9 +27,10 @@ import aiohttp
 from tests.e2e import node
 from tests.e2e.controlplane import write_kubeconfig
 from tests.e2e.kube import ApiError, Credentials, Json, Kube
-from tests.e2e.processes import STOP_LIMIT, Processes
+from tests.e2e.processes import Processes
 from tests.e2e.service_proxy import ServiceProxy, routes
 from tests.support.helpers import ROOT
+from tests.support.processes import STOP_LIMIT
 
 PERIOD = 0.2
 TOKEN_SECONDS = 3600

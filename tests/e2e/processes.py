@@ -3,7 +3,6 @@ log file each, awaited over HTTP, stopped politely and then not."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 import subprocess
 import time
@@ -14,19 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import STOP_LIMIT, stop_process
+
 START_LIMIT = 90.0
-STOP_LIMIT = 10.0
 
 
 class ProcessError(Exception):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(slots=True)
@@ -54,7 +47,7 @@ class Processes:
         """Stop `name` (SIGKILL `patience` seconds after SIGTERM), then start it again as
         it was started; its log goes on."""
         entry = next(s for s in self.started if s.name == name)
-        _stop(entry.process, patience)
+        stop_process(entry.process, patience)
         entry.process = self._spawn(name, entry.argv, entry.popen, mode="ab")
 
     def _spawn(
@@ -79,17 +72,7 @@ class Processes:
 
     def stop(self) -> None:
         for entry in reversed(self.started):
-            _stop(entry.process)
-
-
-def _stop(process: subprocess.Popen[bytes], patience: float = STOP_LIMIT) -> None:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(patience)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+            stop_process(entry.process)
 
 
 def wait_until_ok(

@@ -13,7 +13,7 @@ GOOD = DEFAULT_TEMPLATE.read_text()
 def settled(source: FileSource, store: TemplateSet) -> Reload | None:
     """Two polls in a row, as the server makes them: new content is offered on the second
     (the default template's reload, or None)."""
-    assert source.poll(store) == [] or source._missing
+    assert source.poll(store) == [] or source.missing
     reloads = source.poll(store)
     return reloads[0] if reloads else None
 

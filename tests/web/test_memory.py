@@ -1,4 +1,4 @@
-"""Every attack of bench/attacks.py against one real `serve` process: the server's peak
+"""Every attack of tests/support/attacks.py against one real `serve` process: the server's peak
 RSS (VmHWM, from /proc) stays under 200 MiB (the Deployment's limit is 256Mi), every
 answer is small, and the server logs no traceback; and 64 clients stalling 4 MiB bodies
 are bounded by the body budget while a normal admission is answered."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.attacks import ATTACKS, run, stalled_bodies, start
+from tests.support.attacks import ATTACKS, run, stalled_bodies, start
 
 PEAK_RSS_LIMIT_MIB = 200
 

@@ -12,10 +12,11 @@ import json
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
+from injector.core.images import reference_problem
 from injector.core.names import TEMPLATE_SUFFIX
 from injector.core.sidecar import (
     CONTEXT_ATTRIBUTES,
@@ -34,6 +35,12 @@ class TemplateError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = tuple(problems)
         super().__init__("invalid template: " + "; ".join(problems))
+
+
+class SidecarImage(NamedTuple):
+    where: str  # containers[NAME], after "discovery type 'T': " when the template has types
+    container: str
+    image: str
 
 
 # A compiled node renders itself from the variables of one request.
@@ -67,6 +74,26 @@ class Template:
         """What a render depends on: the discovery type and the pod-derived variables the
         template uses (values and the revision are the template's own)."""
         return self._pod_key(ctx)
+
+    def images(self) -> list[SidecarImage]:
+        """Every sidecar container's image as rendered for the sample pod, per discovery
+        type (what the reload checks and the validating webhook warns about)."""
+        found: list[SidecarImage] = []
+        for discovery_type in self.discovery_types or ("",):
+            sidecar = self.render(sample_context(discovery_type))
+            prefix = f"discovery type {discovery_type!r}: " if discovery_type else ""
+            for group, containers in (
+                ("containers", sidecar.containers),
+                ("initContainers", sidecar.init_containers),
+            ):
+                for container in containers:
+                    where = f"{prefix}{group}[{container.get('name')}]"
+                    found.append(
+                        SidecarImage(
+                            where, str(container.get("name")), str(container.get("image", ""))
+                        )
+                    )
+        return found
 
     def render(self, ctx: RenderContext) -> Sidecar:
         """Render for one pod. `ctx.discovery_type` must be one of `discovery_types` (or
@@ -181,6 +208,13 @@ def _load(text: str) -> Template:
             raise TemplateError(
                 [f"rendering discovery type {discovery_type!r} failed: {exc}"]
             ) from exc
+    problems = []
+    for image in template.images():
+        problem = reference_problem(image.image)
+        if problem is not None:
+            problems.append(f"{image.where}: {problem}")
+    if problems:
+        raise TemplateError(list(dict.fromkeys(problems)))
     return template
 
 

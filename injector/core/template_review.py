@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from injector.core.admission import BadReview, Review, read_review
+from injector.core.images import drift_warning
 from injector.core.limits import MAX_MESSAGE_CHARS, cap_warnings, clip, join_capped
 from injector.core.names import DEFAULT_TEMPLATE_NAME, TEMPLATE_CONFIGMAP
-from injector.core.sidecar import sample_context
 from injector.core.template import (
     Template,
     TemplateError,
@@ -117,24 +117,15 @@ def _template_keys(data: object, key: str) -> list[tuple[str, str]]:
 def risky_images(template: Template) -> list[str]:
     """A warning per sidecar image (as rendered) tagged `latest` or not tagged at all:
     it changes under the pods, so revisions stop telling what runs."""
-    images: dict[str, str] = {}
-    for discovery_type in template.discovery_types or ("",):
-        sidecar = template.render(sample_context(discovery_type))
-        for container in [*sidecar.containers, *sidecar.init_containers]:
-            images.setdefault(str(container.get("image", "")), str(container.get("name")))
-    warnings: list[str] = []
-    for image, name in images.items():
-        if "@" in image:
-            continue  # pinned by digest
-        last = image.rsplit("/", 1)[-1]
-        tag = last.partition(":")[2]
-        if not tag or tag == "latest":
-            what = "has no tag" if not tag else "is tagged latest"
-            warnings.append(
-                f"container {name}: image {image!r} {what}; pin a version so a "
+    warnings: dict[str, str] = {}
+    for found in template.images():
+        warning = drift_warning(found.image)
+        if warning is not None and found.image not in warnings:
+            warnings[found.image] = (
+                f"container {found.container}: {warning}; pin a version so a "
                 "template revision names what runs"
             )
-    return warnings
+    return list(warnings.values())
 
 
 def _is_the_template(

@@ -59,6 +59,15 @@ BROKEN = {
         "key 1 at containers[0].resources.limits must be a string",
     ),
     "an unknown field": (GOOD.replace("    resources:\n", "    resource:\n"), "resource"),
+    "an image the runtime refuses": (
+        GOOD.replace(f"image: {SHIPPED_IMAGE}", "image: Servicecomb/Mesher Sidecar:1.6.3"),
+        "containers[mesher]: image 'Servicecomb/Mesher Sidecar:1.6.3' is not a valid image "
+        "reference",
+    ),
+    "an image with spaces around it": (
+        GOOD.replace(f"image: {SHIPPED_IMAGE}", f"image: ' {SHIPPED_IMAGE} '"),
+        f"image ' {SHIPPED_IMAGE} ' is not a valid image reference",
+    ),
 }
 
 

@@ -1,7 +1,9 @@
-"""`python -m bench`: the throughput benchmark, then reload propagation."""
+"""`python -m bench`: the throughput benchmark, reload propagation, then `inject -f`."""
 
-from bench import reload, throughput
+from bench import inject, reload, throughput
 
 throughput.main()
 print()
 reload.main()
+print()
+inject.main()

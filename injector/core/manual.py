@@ -1,12 +1,16 @@
 """Manual injection: manifests in, manifests out (pure; decisions come from admission.decide).
 
 Pods, the pod templates of Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and
-CronJob, and the items of a List are injected; every other document passes through.
+CronJob, and the items of a List are injected. A stream is split into documents on its
+`---` lines, as kubectl splits it; every document that gets no sidecar is passed through
+byte for byte (comments included), an empty one is dropped, and an injected one is
+written anew (its comments are lost). JSON in, JSON out.
 """
 
 from __future__ import annotations
 
-import copy
+import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -21,9 +25,12 @@ from injector.core.names import NEVER_INJECTED
 from injector.core.template import Template
 
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
+# A line starting a YAML document: where kubectl's reader splits a stream.
+_DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a 4 MB stream in a second
 
 
-class _NoAliasDumper(yaml.SafeDumper):
+class _NoAliasDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
     """Plain YAML: no &anchors / *aliases where one object appears twice."""
 
     def ignore_aliases(self, data: Any) -> bool:
@@ -42,26 +49,81 @@ class Report:
     outcome: Outcome
 
 
+Decider = Callable[[Mapping[str, Any]], Outcome]
+
+
 def inject_documents(
     text: str,
     template: Template,
     *,
     named: Mapping[str, Template] = MappingProxyType({}),
     excluded_namespaces: frozenset[str] = NEVER_INJECTED,
+    source: str = "input",
 ) -> tuple[str, list[Report]]:
-    """Inject every pod in a (multi-document) YAML text; raise on a denial or bad YAML."""
-    try:
-        documents = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        raise ManualInjectionError(
-            f"input is not valid YAML: {' '.join(str(exc).split())}"
-        ) from exc
+    """Inject every pod in a (multi-document) YAML or JSON text; raise on a denial or on
+    input that does not parse (naming `source`, its line and column)."""
     reports: list[Report] = []
 
     def decider(request: Mapping[str, Any]) -> Outcome:
         return decide(request, template, named=named, excluded_namespaces=excluded_namespaces)
 
-    out = [_inject(doc, decider, reports, f"document {n + 1}") for n, doc in enumerate(documents)]
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            document = json.loads(text)
+        except ValueError:
+            document = None  # not JSON after all: YAML (flow style) below
+        else:
+            injected, changed = _inject(document, decider, reports, "document 1")
+            _raise_denied(reports)
+            return (json.dumps(injected, indent=2) + "\n" if changed else text), reports
+    out: list[str] = []
+    for number, (line, chunk) in enumerate(_documents(text), start=1):
+        try:
+            document = yaml.load(chunk, Loader=_LOADER)
+        except yaml.YAMLError as exc:
+            raise ManualInjectionError(_yaml_error(exc, source, line)) from exc
+        if document is None and not _has_comments(chunk):
+            continue  # an empty document: dropped, as kubectl drops it
+        injected, changed = _inject(document, decider, reports, f"document {number}")
+        if not changed:
+            out.append(chunk)  # only the last can lack its final newline: kept so
+            continue
+        start = "---\n" if out or chunk.startswith("---") else ""
+        out.append(start + yaml.dump(injected, Dumper=_NoAliasDumper, sort_keys=False))
+    _raise_denied(reports)
+    return "".join(out), reports
+
+
+def _documents(text: str) -> Iterator[tuple[int, str]]:
+    """(first line, text) of each document of a stream, its `---` line included."""
+    starts = [m.start() for m in _DOCUMENT_START.finditer(text)]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    line = 1
+    for index, begin in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else len(text)
+        chunk = text[begin:end]
+        if chunk:
+            yield line, chunk
+        line += chunk.count("\n")
+
+
+def _has_comments(chunk: str) -> bool:
+    return any(line.lstrip().startswith("#") for line in chunk.splitlines())
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str, first_line: int) -> str:
+    """A YAML error as `SOURCE:LINE:COLUMN: what`, lines counted in the whole stream."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    what = f"{context}: {problem}" if context else problem
+    if mark is None:
+        return f"{source}: not valid YAML: {what}"
+    return f"{source}:{first_line + mark.line}:{mark.column + 1}: not valid YAML: {what}"
+
+
+def _raise_denied(reports: list[Report]) -> None:
     denied = [r for r in reports if r.outcome.decision == "denied"]
     if denied:
         raise ManualInjectionError(
@@ -69,33 +131,26 @@ def inject_documents(
                 f"{r.where}: denied ({r.outcome.reason}): {r.outcome.message}" for r in denied
             )
         )
-    return yaml.dump_all(
-        out, Dumper=_NoAliasDumper, sort_keys=False, explicit_start=len(out) > 1
-    ), reports
 
 
-Decider = Callable[[Mapping[str, Any]], Outcome]
-
-
-def _inject(doc: Any, decider: Decider, reports: list[Report], where: str) -> Any:
+def _inject(doc: Any, decider: Decider, reports: list[Report], where: str) -> tuple[Any, bool]:
+    """The document with its pods injected (changed in place), and whether any was."""
     if not isinstance(doc, dict):
-        return doc
+        return doc, False
     kind = doc.get("kind")
     name = (doc.get("metadata") or {}).get("name") or "?"
     label = f"{where} ({kind}/{name})"
     if kind == "List":
-        doc = copy.deepcopy(doc)
-        doc["items"] = [
-            _inject(item, decider, reports, f"{label} item {i + 1}")
-            for i, item in enumerate(doc.get("items") or [])
-        ]
-        return doc
+        changed = False
+        for i, item in enumerate(doc.get("items") or []):
+            changed |= _inject(item, decider, reports, f"{label} item {i + 1}")[1]
+        return doc, changed
     if kind == "Pod":
-        return _inject_pod(doc, doc, decider, reports, label)
+        return doc, _inject_pod(doc, doc, decider, reports, label)
     holder = next(_pod_template_holders(doc), None)
     if holder is None:
-        return doc
-    return _inject_pod(doc, holder, decider, reports, label)
+        return doc, False
+    return doc, _inject_pod(doc, holder, decider, reports, label)
 
 
 def _pod_template_holders(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -116,8 +171,9 @@ def _inject_pod(
     decider: Decider,
     reports: list[Report],
     label: str,
-) -> dict[str, Any]:
-    """Decide for the pod (or pod template) `holder` inside `doc`; return a patched copy of doc."""
+) -> bool:
+    """Decide for the pod (or pod template) `holder` inside `doc`, and add the sidecar to
+    it in place if it gets one (True)."""
     doc_meta = doc.get("metadata") or {}
     namespace = doc_meta.get("namespace") or "default"
     pod_meta = dict(holder.get("metadata") or {})
@@ -152,13 +208,11 @@ def _inject_pod(
         raise ManualInjectionError(f"{label}: {exc}") from exc
     reports.append(Report(where=label, outcome=outcome))
     if not outcome.patch:
-        return doc
-    # The patch shares the template's cached render: copy before building documents from it.
-    patched = copy.deepcopy(jsonpatch.apply_patch(pod, outcome.operations()))
-    result = copy.deepcopy(doc)
-    target = result if holder is doc else next(_pod_template_holders(result))
-    if not isinstance(target.get("metadata"), dict):
-        target["metadata"] = {}
-    target["metadata"]["annotations"] = patched["metadata"]["annotations"]
-    target["spec"] = patched["spec"]
-    return result
+        return False
+    # The operations are fresh objects (parsed from the patch's bytes): apply them in place.
+    patched = jsonpatch.apply_patch(pod, outcome.operations(), in_place=True)
+    if not isinstance(holder.get("metadata"), dict):
+        holder["metadata"] = {}
+    holder["metadata"]["annotations"] = patched["metadata"]["annotations"]
+    holder["spec"] = patched["spec"]
+    return True

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -69,11 +70,51 @@ def test_invalid_yaml_is_a_clear_error(template: Template) -> None:
         inject_documents("kind: [", template)
 
 
-def test_scalars_and_empty_documents_pass_through(template: Template) -> None:
-    text = "---\n---\njust text\n"
+def test_empty_documents_are_dropped_and_scalars_pass_through(template: Template) -> None:
+    text = "---\n---\njust text\n---\n"
     out, reports = inject_documents(text, template)
-    assert list(yaml.safe_load_all(out)) == list(yaml.safe_load_all(text)) == [None, "just text"]
+    assert out == "---\njust text\n"
     assert reports == []
+
+
+def test_documents_without_a_sidecar_pass_through_byte_for_byte(template: Template) -> None:
+    service = (
+        "# the front door\n"
+        "apiVersion: v1\n"
+        "kind: Service   # kept, comments and all\n"
+        "metadata: {name: front, labels: {app: front}}\n"
+        "spec:\n"
+        "  ports: [{port: 80}]\n"
+    )
+    text = service + "---\n" + load("deployment.yaml") + "--- # last\n" + service.rstrip("\n")
+    out, reports = inject_documents(text, template)
+    assert out.startswith(service + "---\n")
+    assert out.endswith("--- # last\n" + service.rstrip("\n"))
+    assert [r.outcome.decision for r in reports] == ["injected"]
+    unchanged = load("deployment.yaml").replace('inject: "yes"', 'inject: "no"')
+    assert unchanged != load("deployment.yaml")
+    assert inject_documents(unchanged, template)[0] == unchanged
+
+
+def test_json_in_is_json_out(template: Template) -> None:
+    document = yaml.safe_load(load("deployment.yaml"))
+    text = json.dumps(document)
+    out, reports = inject_documents(text, template)
+    injected = json.loads(out)
+    assert names(injected["spec"]["template"]["spec"]) == ["server", "mesher"]
+    assert [r.outcome.decision for r in reports] == ["injected"]
+    assert inject_documents(out, template)[0] == out  # already injected: the same bytes
+
+
+def test_a_yaml_error_names_the_source_and_its_line_in_the_whole_stream(
+    template: Template,
+) -> None:
+    text = load("deployment.yaml") + "---\nkind: Pod\nmetadata: [\n"
+    line = text.count("\n") + 1
+    with pytest.raises(ManualInjectionError) as info:
+        inject_documents(text, template, source="app.yaml")
+    assert str(info.value).startswith(f"app.yaml:{line}:1: not valid YAML: ")
+    assert "<unicode string>" not in str(info.value)
 
 
 def test_output_is_plain_yaml_without_anchors(template: Template) -> None:

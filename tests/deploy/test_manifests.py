@@ -16,8 +16,8 @@ from injector.core.admission import decide
 from injector.core.manual import inject_documents
 from injector.core.settings import ConfigMapRef
 from injector.core.template import Template, load_template
-from injector.web.server import WEBHOOKS
 from injector.web.tls import service_dns_names
+from injector.web.webhook import WEBHOOKS
 from tests.support.helpers import (
     DEFAULT_TEMPLATE,
     ROOT,

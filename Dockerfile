@@ -2,7 +2,7 @@
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints.txt README.md LICENSE ./
 COPY injector ./injector
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install -c constraints.txt .

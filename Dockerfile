@@ -12,7 +12,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 COPY --from=build /opt/venv /opt/venv
-COPY config /app/config
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8443 8080

@@ -18,7 +18,7 @@ venv: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/mesher-injector serve --host 127.0.0.1 --self-signed --self-signed-dir .run/certs \
-		--template-file config/template.yaml --log-format json
+		--template-file injector/default_template.yaml --log-format json
 
 lint: $(STAMP)
 	$(BIN)/ruff check injector tests bench
@@ -62,11 +62,11 @@ k8s-schema: $(STAMP)
 		d = json.load(open("tests/fixtures/kube-api/openapi-v3-api-v1.json")); \
 		open("injector/k8s_schema.json", "w").write(json.dumps(trim(d), indent=1, sort_keys=True) + "\n")'
 
-# kustomize cannot read above deploy/, so deploy/ holds a copy of the template; the package
-# ships another (the embedded default). A test keeps all three equal.
+# injector/default_template.yaml is the one template people edit (the package ships it as
+# the embedded default). kustomize cannot read above deploy/, so deploy/template/ holds a
+# generated copy; a test fails when the two differ.
 deploy-template:
-	cp config/template.yaml deploy/template/template.yaml
-	cp config/template.yaml injector/default_template.yaml
+	cp injector/default_template.yaml deploy/template/template.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -93,7 +93,7 @@ def run(requests: int) -> str:
         bundle = issue_certificates(dns_names=["localhost"], ip_addresses=["127.0.0.1"])
         (certs / "tls.crt").write_bytes(bundle.cert)
         (certs / "tls.key").write_bytes(bundle.key)
-        template = load_template((ROOT / "config" / "template.yaml").read_text())
+        template = load_template((ROOT / "injector" / "default_template.yaml").read_text())
         (certs / "answer.json").write_bytes(answer(FIXTURE.read_bytes(), template).body)
         per_request = {}
         for kind in ("injector", "floor", "floor-fast"):

@@ -102,7 +102,7 @@ def injector_argv(certs: Path, port: int, admin: int) -> list[str]:
         "--tls-key",
         str(certs / "tls.key"),
         "--template-file",
-        str(ROOT / "config" / "template.yaml"),
+        str(ROOT / "injector" / "default_template.yaml"),
         *os.environ.get("BENCH_INJECTOR_ARGS", "").split(),
     )
 

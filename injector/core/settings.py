@@ -11,8 +11,8 @@ from injector.core import limits
 from injector.core.names import NEVER_INJECTED, TEMPLATE_CONFIGMAP, TEMPLATE_KEY
 
 ENV_PREFIX = "MESHER_INJECTOR_"
-# The embedded default, shipped inside the package (config/template.yaml is the editable
-# copy `make run` serves; a test keeps them equal), so it is found from any directory.
+# The embedded default, shipped inside the package so it is found from any directory: the
+# one template people edit (`make run` serves it; deploy/template/ holds a generated copy).
 DEFAULT_TEMPLATE_FILE = Path(str(resources.files("injector").joinpath("default_template.yaml")))
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 

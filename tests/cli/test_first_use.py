@@ -30,13 +30,18 @@ def test_the_readmes_log_grep_matches_a_real_admission_line() -> None:
     assert pattern in stream.getvalue().decode()
 
 
-def test_the_embedded_default_ships_in_the_package_and_equals_the_editable_copies() -> None:
+def test_the_one_template_people_edit_ships_in_the_package_and_deploy_has_its_copy() -> None:
     from injector.core.settings import DEFAULT_TEMPLATE_FILE
 
-    assert DEFAULT_TEMPLATE_FILE.parent == ROOT / "injector"
-    text = DEFAULT_TEMPLATE.read_text()
-    assert DEFAULT_TEMPLATE_FILE.read_text() == text
-    assert (ROOT / "deploy" / "template" / "template.yaml").read_text() == text
+    assert DEFAULT_TEMPLATE_FILE == DEFAULT_TEMPLATE == ROOT / "injector" / "default_template.yaml"
+    assert not (ROOT / "config").exists()
+    copy = (ROOT / "deploy" / "template" / "template.yaml").read_text()
+    assert copy == DEFAULT_TEMPLATE.read_text(), (
+        "deploy/template/ differs: run make deploy-template"
+    )
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--template-file injector/default_template.yaml" in makefile  # what make run serves
+    assert "cp injector/default_template.yaml deploy/template/template.yaml" in makefile
 
 
 def test_inject_works_from_any_directory(tmp_path: Path) -> None:
@@ -149,7 +154,7 @@ def test_help_shows_defaults_and_a_bad_flag_gets_the_subcommands_usage() -> None
     assert "(default: 8443)" in text
     assert "(default: 10.0)" in text  # --read-timeout
     assert "pod templates" in cli("inject", "--help").stdout  # a description, not just flags
-    result = cli("check-template", "config/template.yaml", "--bogus")
+    result = cli("check-template", "injector/default_template.yaml", "--bogus")
     assert result.returncode == 2
     assert result.stderr.startswith("usage: mesher-injector check-template")
     assert "unrecognized arguments: --bogus" in result.stderr

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.support.helpers import FIXTURES, ROOT
+from tests.support.helpers import DEFAULT_TEMPLATE, FIXTURES, ROOT
 from tests.support.processes import serve_argv, status_mib, stop_process
 
 FIXTURE = FIXTURES / "admission" / "server-mesher.json"
@@ -164,7 +164,7 @@ def start(workdir: Path, *extra: str) -> ServerProcess:
             "--self-signed-dir",
             str(certs),
             "--template-file",
-            str(ROOT / "config" / "template.yaml"),
+            str(DEFAULT_TEMPLATE),
             *extra,
         ),
         cwd=ROOT,

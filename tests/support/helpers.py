@@ -18,7 +18,7 @@ FIXTURES = ROOT / "tests" / "fixtures"
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
 ADMISSION = FIXTURES / "admission"
 KUBE_API = FIXTURES / "kube-api"
-DEFAULT_TEMPLATE = ROOT / "config" / "template.yaml"
+DEFAULT_TEMPLATE = ROOT / "injector" / "default_template.yaml"
 
 
 def admission_fixture(name: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 from bench.throughput import FIXTURE, ROOT, ensure_tool, floor_argv, free_port, injector_argv
-from injector.core.admission import answer
+from injector.core.responses import answer
 from injector.core.template import load_template
 from injector.web.tls import issue_certificates
 

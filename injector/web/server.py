@@ -22,9 +22,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from injector import __version__
 from injector.core import limits
-from injector.core.admission import Answer, Outcome, Review, answer, pod_facts
 from injector.core.limits import clip
 from injector.core.names import DEFAULT_TEMPLATE_NAME, TEMPLATE_CONFIGMAP
+from injector.core.outcomes import Outcome
+from injector.core.pods import pod_facts
+from injector.core.responses import Answer, answer
+from injector.core.reviews import Review
 from injector.core.settings import ConfigMapRef, Settings, own_namespace
 from injector.core.store import Reload, TemplateSet, TemplateStore
 from injector.core.template_review import review_template

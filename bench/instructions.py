@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 
 from bench.throughput import FIXTURE, ROOT, ensure_tool, floor_argv, injector_argv
-from injector.core.admission import answer
+from injector.core.responses import answer
 from injector.core.template import load_template
 from injector.web.tls import issue_certificates
 from tests.support.processes import free_port

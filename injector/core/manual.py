@@ -1,4 +1,4 @@
-"""Manual injection: manifests in, manifests out (pure; decisions come from admission.decide).
+"""Manual injection: manifests in, manifests out (pure; decisions come from `decide`).
 
 Pods, the pod templates of Deployment, StatefulSet, DaemonSet, ReplicaSet, Job and
 CronJob, and the items of a List are injected. A stream is split into documents on its
@@ -20,8 +20,10 @@ import jsonpatch
 import yaml
 
 from injector.core import annotations as ann
-from injector.core.admission import BadReview, Outcome, decide
+from injector.core.decide import decide
 from injector.core.names import NEVER_INJECTED
+from injector.core.outcomes import Outcome
+from injector.core.reviews import BadReview
 from injector.core.template import Template
 
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})

@@ -33,7 +33,7 @@ def build_patch(
     *, pod: Mapping[str, Any], sidecar: Sidecar, annotations: Mapping[str, str]
 ) -> bytes:
     """The JSON Patch document (a JSON array) adding `sidecar` and `annotations` to
-    `pod` (a pod `admission.pod_shape_problem` passes); PatchConflict when a name is
+    `pod` (a pod `pods.pod_shape_problem` passes); PatchConflict when a name is
     taken."""
     spec: Mapping[str, Any] = pod.get("spec") or {}
     metadata: Mapping[str, Any] = pod.get("metadata") or {}

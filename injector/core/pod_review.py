@@ -7,7 +7,7 @@ name the fields `decide`, `pod_facts` and the log line read; msgspec checks the 
 syntax of everything (UTF-8 aside: see `decode`) but builds objects for those fields
 only, as plain dicts and lists, so the code that reads them is unchanged.
 
-The types are at least as strict as `admission.pod_shape_problem`: a review they take
+The types are at least as strict as `pods.pod_shape_problem`: a review they take
 is a Pod that check passes (a test holds them together). Anything they do not take (a
 wrong type anywhere they look, a DELETE's null object, malformed JSON) makes `decode`
 raise, and the caller parses the body whole as before, so every refusal and its message

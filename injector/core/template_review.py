@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from injector.core.admission import BadReview, Review, read_review
 from injector.core.images import drift_warning
 from injector.core.limits import MAX_MESSAGE_CHARS, cap_warnings, clip, join_capped
 from injector.core.names import DEFAULT_TEMPLATE_NAME, TEMPLATE_CONFIGMAP
+from injector.core.reviews import BadReview, Review, read_review
 from injector.core.template import (
     Template,
     TemplateError,

@@ -15,13 +15,13 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from injector.core import annotations as ann
-from injector.core.admission import controller_of
 from injector.core.names import (
     DEFAULT_TEMPLATE_NAME,
     NAMESPACE_LABEL,
     NAMESPACE_LABEL_VALUE,
     NEVER_INJECTED,
 )
+from injector.core.pods import controller_of
 
 State = Literal["current", "stale", "missing"]
 RESTARTABLE = ("Deployment", "StatefulSet", "DaemonSet")

@@ -12,8 +12,8 @@ from prometheus_client import (
 )
 
 from injector import __version__
-from injector.core.admission import REASONS, Outcome, Reason
 from injector.core.names import DEFAULT_TEMPLATE_NAME
+from injector.core.outcomes import REASONS, Outcome, Reason
 from injector.core.store import Active, Reload
 
 # Sub-millisecond first: the injector's own work is tens of microseconds; up to the

@@ -12,8 +12,11 @@ from typing import Any
 from aiohttp import web
 
 from injector.core import limits
-from injector.core.admission import Answer, Outcome, Review, answer, pod_facts
 from injector.core.limits import clip
+from injector.core.outcomes import Outcome
+from injector.core.pods import pod_facts
+from injector.core.responses import Answer, answer
+from injector.core.reviews import Review
 from injector.core.template_review import review_template
 from injector.web.body import ClientGone, Refusal, check_head, read_body
 from injector.web.guard import BodyBudget, ConnectionGuard, quiet_server_logger

@@ -8,15 +8,11 @@ from typing import Any
 import orjson
 import pytest
 
-from injector.core.admission import (
-    BadReview,
-    Outcome,
-    build_response,
-    decide,
-    owner_name,
-    parse_review,
-    service_name,
-)
+from injector.core.decide import decide
+from injector.core.outcomes import Outcome
+from injector.core.pods import owner_name, service_name
+from injector.core.responses import build_response
+from injector.core.reviews import BadReview, parse_review
 from injector.core.template import Template, load_template
 from tests.support.expectations import EXPECTED, check_answer
 from tests.support.helpers import admission_fixture, decode_patch

@@ -12,15 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from injector.core import pod_review
-from injector.core.admission import (
-    BadReview,
-    answer,
-    build_response,
-    decide,
-    pod_shape_problem,
-    read_pod_review,
-    read_review,
-)
+from injector.core.decide import decide
+from injector.core.pods import pod_shape_problem
+from injector.core.responses import answer, build_response
+from injector.core.reviews import BadReview, read_pod_review, read_review
 from tests.support.helpers import ADMISSION, admission_fixture, admission_fixture_names
 from tests.support.strategies import (
     NAMED,

@@ -9,7 +9,10 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, event, given, settings
 
-from injector.core.admission import REASONS, BadReview, build_response, decide, parse_review
+from injector.core.decide import decide
+from injector.core.outcomes import REASONS
+from injector.core.responses import build_response
+from injector.core.reviews import BadReview, parse_review
 from tests.support.helpers import apply, assert_only_added, decode_patch
 from tests.support.strategies import (
     NAMED,

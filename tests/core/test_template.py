@@ -221,7 +221,7 @@ def test_file_text_is_escaped_for_the_kubelets_variable_expansion() -> None:
 
 
 def test_a_pilot_pod_needs_no_object_in_its_namespace(template: Template) -> None:
-    from injector.core.admission import decide
+    from injector.core.decide import decide
     from tests.support.helpers import admission_fixture
 
     outcome = decide(admission_fixture("client-pilot")["request"], template)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from injector.cli.main import build_parser
-from injector.core.admission import decide
+from injector.core.decide import decide
 from injector.core.manual import inject_documents
 from injector.core.settings import ConfigMapRef
 from injector.core.template import Template, load_template

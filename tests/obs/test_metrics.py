@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 
-from injector.core.admission import REASONS, Outcome
+from injector.core.outcomes import REASONS, Outcome
 from injector.obs.metrics import LATENCY_BUCKETS, Metrics
 
 

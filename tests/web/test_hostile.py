@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from injector.core import limits
-from injector.core.admission import Answer, answer, decide, pod_facts
 from injector.core.annotations import SERVICE_PORTS, STATUS, TEMPLATE_REVISION
+from injector.core.decide import decide
+from injector.core.pods import pod_facts
+from injector.core.responses import Answer, answer
 from injector.core.store import TemplateStore
 from injector.core.template import Template, load_template
 from tests.support.helpers import DEFAULT_TEMPLATE, admission_fixture, apply, decode_patch

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from injector.core.admission import decide
+from injector.core.decide import decide
 from injector.core.store import TemplateSet
 from injector.core.template import load_template
 from injector.core.template_review import review_template

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from injector.core.admission import decide
+from injector.core.decide import decide
 from injector.core.manual import inject_documents
 from injector.core.template import Template, load_template
 from tests.support.helpers import (

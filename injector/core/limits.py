@@ -87,6 +87,9 @@ KEEPALIVE_TIMEOUT_S = 120.0
 LINGER_S = 1.0
 # To complete a TLS handshake (asyncio's default is 60 s).
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
+# `serve --self-signed-dir` keeps the pair there while it has a week left: a CA trusted
+# once (make run's) keeps working across restarts.
+SELF_SIGNED_REUSE_S = 7 * 24 * 3600.0
 
 
 def clip(text: str, limit: int) -> str:

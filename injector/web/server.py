@@ -9,6 +9,7 @@ import contextlib
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,12 +82,20 @@ class Server:
             directory = s.self_signed_dir
             if directory is None:  # a private key: removed again when the server stops
                 directory = self._temp_dir = Path(tempfile.mkdtemp(prefix="mesher-injector-"))
-            ca, cert, key = write_self_signed(
-                directory, dns_names=["localhost"], ip_addresses=["127.0.0.1", "::1"]
+            pair = write_self_signed(
+                directory,
+                dns_names=["localhost"],
+                ip_addresses=["127.0.0.1", "::1"],
+                now=time.time(),
             )
-            self.ca_file = ca
-            self.injector.log.info("self_signed_certificate", ca_file=str(ca), cert_file=str(cert))
-            return cert, key
+            self.ca_file = pair.ca
+            self.injector.log.info(
+                "self_signed_certificate",
+                ca_file=str(pair.ca),
+                cert_file=str(pair.cert),
+                reused=pair.reused,
+            )
+            return pair.cert, pair.key
         if s.tls_cert is None or s.tls_key is None:
             raise ValueError("TLS needs --tls-cert and --tls-key, or --self-signed")
         return s.tls_cert, s.tls_key
@@ -131,6 +140,15 @@ class Server:
         raise ValueError(f"unknown template source {s.template_source!r}")
 
     async def start(self) -> None:
+        """Listen on both ports with the template loaded; on failure, undo what was done
+        (a self-signed folder of our own is removed) and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         cert, key = self._tls_files()
         try:
@@ -185,6 +203,10 @@ class Server:
         self.injector.shutting_down = True
         if self.settings.drain_seconds:
             await asyncio.sleep(self.settings.drain_seconds)
+        await self._close()
+        self.injector.log.info("stopped")
+
+    async def _close(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -198,7 +220,6 @@ class Server:
             await self._api.close()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
-        self.injector.log.info("stopped")
 
 
 async def serve(settings: Settings) -> None:

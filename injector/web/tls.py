@@ -17,11 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from injector.core.limits import SELF_SIGNED_REUSE_S
 
 
 def build_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -260,15 +263,41 @@ def tls_secret_manifest(*, name: str, namespace: str, bundle: CertBundle) -> dic
     }
 
 
+class SelfSigned(NamedTuple):
+    ca: Path
+    cert: Path
+    key: Path
+    reused: bool  # the pair already there was kept
+
+
 def write_self_signed(
-    directory: Path, *, dns_names: list[str], ip_addresses: list[str]
-) -> tuple[Path, Path, Path]:
-    """Write ca.crt, tls.crt and tls.key (0600) into `directory`; return their paths."""
+    directory: Path, *, dns_names: list[str], ip_addresses: list[str], now: float
+) -> SelfSigned:
+    """ca.crt, tls.crt and tls.key (0600) in `directory`. A pair already there is kept
+    while it covers the names and stays valid for SELF_SIGNED_REUSE_S more, so a CA a
+    developer trusted once keeps working across restarts; otherwise a new CA and pair."""
+    ca, cert, key = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
+    if ca.exists() and _covers(cert, key, dns_names + ip_addresses, now + SELF_SIGNED_REUSE_S):
+        return SelfSigned(ca, cert, key, reused=True)
     directory.mkdir(parents=True, exist_ok=True)
     bundle = issue_certificates(dns_names=dns_names, ip_addresses=ip_addresses)
-    ca, cert, key = directory / "ca.crt", directory / "tls.crt", directory / "tls.key"
     ca.write_bytes(bundle.ca_cert)
     cert.write_bytes(bundle.cert)
     key.touch(mode=0o600)
     key.write_bytes(bundle.key)
-    return ca, cert, key
+    return SelfSigned(ca, cert, key, reused=False)
+
+
+def _covers(cert_file: Path, key_file: Path, names: list[str], until: float) -> bool:
+    """The pair loads, is valid at `until`, and names every one of `names`."""
+    try:
+        load_pair(cert_file, key_file, now=until)
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        alternative = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (CertificateRefused, OSError, ValueError, x509.ExtensionNotFound):
+        return False
+    covered = {
+        *alternative.get_values_for_type(x509.DNSName),
+        *(str(ip) for ip in alternative.get_values_for_type(x509.IPAddress)),
+    }
+    return covered >= set(names)

@@ -28,7 +28,7 @@ def _refuse(
 ) -> web.Response:
     """An HTTP error answer (not an admission decision): counted, one short log line."""
     status, reason = refusal.status, refusal.reason
-    message = clip(refusal.message, limits.MAX_MESSAGE_CHARS)  # as the core's refusals are (responses.py)
+    message = clip(refusal.message, limits.MAX_MESSAGE_CHARS)  # as responses.py clips
     injector.metrics.bad_requests.labels(reason=reason).inc()
     injector.log.warning("bad_request", status=status, reason=reason, error=message)
     return web.json_response({"error": message}, status=status, headers=headers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import stat
 from pathlib import Path
 
@@ -158,6 +159,38 @@ def test_help_shows_defaults_and_a_bad_flag_gets_the_subcommands_usage() -> None
     assert result.returncode == 2
     assert result.stderr.startswith("usage: mesher-injector check-template")
     assert "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_a_failed_self_signed_start_leaves_no_folder_behind(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = cli(
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--admin-port",
+            "0",
+            "--self-signed",
+            env={"TMPDIR": str(tmp_path)},
+        )
+    assert result.returncode != 0
+    assert "address already in use" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # the key's folder went with the failed start
+
+
+async def test_a_kept_self_signed_folder_keeps_its_ca_across_restarts(tmp_path: Path) -> None:
+    folder = tmp_path / "certs"
+    first, _ = await start_server(tmp_path, self_signed_dir=folder)
+    ca = (folder / "ca.crt").read_bytes()
+    await first.stop()
+    second, _ = await start_server(tmp_path, self_signed_dir=folder)
+    await second.stop()
+    assert (folder / "ca.crt").read_bytes() == ca  # trusted once, trusted after a restart
 
 
 async def test_the_self_signed_folder_is_removed_when_the_server_stops(tmp_path: Path) -> None:

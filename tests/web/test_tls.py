@@ -15,8 +15,9 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from injector.core.limits import SELF_SIGNED_REUSE_S
 from injector.web.server import Server
-from injector.web.tls import CertBundle, ReloadingTls, issue_certificates
+from injector.web.tls import CertBundle, ReloadingTls, issue_certificates, write_self_signed
 from tests.support.helpers import ROOT, wait_until
 from tests.support.servers import start_server
 
@@ -320,3 +321,23 @@ def test_serve_refuses_to_start_on_an_expired_certificate(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "the certificate expired at" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_self_signed_pair_is_kept_only_while_it_covers_the_names_and_a_week(
+    tmp_path: Path,
+) -> None:
+    now = datetime.datetime.now(datetime.UTC).timestamp()
+    first = write_self_signed(tmp_path, now=now, dns_names=["localhost"], ip_addresses=["::1"])
+    assert not first.reused
+    ca = first.ca.read_bytes()
+    again = write_self_signed(tmp_path, now=now, dns_names=["localhost"], ip_addresses=["::1"])
+    assert again.reused
+    assert again.ca.read_bytes() == ca
+    other = write_self_signed(tmp_path, now=now, dns_names=["other"], ip_addresses=[])
+    assert not other.reused  # another name: a new pair
+    other_ca = other.ca.read_bytes()
+    assert other_ca != ca
+    expiring = now + 365 * 86400 - SELF_SIGNED_REUSE_S / 2  # less than a week left by then
+    later = write_self_signed(tmp_path, now=expiring, dns_names=["other"], ip_addresses=[])
+    assert not later.reused
+    assert later.ca.read_bytes() != other_ca

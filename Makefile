@@ -29,12 +29,12 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP) controlplane
-	$(BIN)/pytest -q -p no:cacheprovider; rc=$$?; \
+	$(BIN)/pytest -q -rs -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 # The tests that need no control plane (and no Go).
 fast: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -m "not e2e"
+	$(BIN)/pytest -q -rs -p no:cacheprovider -m "not e2e"
 
 # etcd, kube-apiserver, kube-controller-manager and kubectl for the e2e tests, built from
 # the Go modules pinned in scripts/controlplane/ into ~/.cache (minutes the first time,

@@ -15,10 +15,12 @@ import yaml
 
 from injector.cli.flags import CliError, check_dns_label, check_dns_name, check_secret_name
 from injector.core.manual import ManualInjectionError, inject_documents
-from injector.core.names import INJECTOR_NAMESPACE, TEMPLATE_KEY
+from injector.core.names import INJECTOR_NAMESPACE, TEMPLATE_KEY, TEMPLATE_SUFFIX
 from injector.core.settings import DEFAULT_TEMPLATE_FILE
 from injector.core.sidecar import sample_context
+from injector.core.store import TemplateSet
 from injector.core.template import Template, TemplateError, load_template
+from injector.web.template_file import template_files
 
 
 def add_parsers(sub: Any) -> None:
@@ -65,11 +67,15 @@ def add_parsers(sub: Any) -> None:
     certs.add_argument("--force", action="store_true", help="overwrite files already there")
 
 
-def _read_template(path: Path) -> Template:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read template {path}: {exc}") from exc
+
+
+def _read_template(path: Path) -> Template:
+    text = _read_text(path)
     try:
         return load_template(text)
     except TemplateError as exc:
@@ -77,15 +83,18 @@ def _read_template(path: Path) -> Template:
 
 
 def _read_templates(path: Path) -> tuple[Template, Mapping[str, Template]]:
-    """A template file, or a folder of NAME.yaml files (template.yaml the default): every
-    template must be valid."""
-    if not path.is_dir():
-        return _read_template(path), {}
-    named = {}
-    for file in sorted(path.glob("*.yaml")):
-        if file.name != TEMPLATE_KEY:
-            named[file.name[: -len(".yaml")]] = _read_template(file)
-    return _read_template(path / TEMPLATE_KEY), named
+    """A template file, or a folder of NAME.yaml files (template.yaml the default), found
+    and named as `serve --template-source file` finds and names them: every template must
+    be valid."""
+    files = template_files(path)
+    files.setdefault(TEMPLATE_KEY, path / TEMPLATE_KEY)  # none in the folder: reading says so
+    texts = {key: _read_text(file) for key, file in files.items()}
+    templates = TemplateSet()
+    for reload in templates.offer_data(texts, source=str(path), default_key=TEMPLATE_KEY):
+        if reload.result == "rejected":
+            raise CliError(f"{files[reload.template + TEMPLATE_SUFFIX]}: {reload.error}")
+    assert templates.template is not None  # the default was offered: applied or rejected
+    return templates.template, templates.named
 
 
 def run_inject(args: argparse.Namespace) -> int:

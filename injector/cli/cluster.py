@@ -1,5 +1,5 @@
-"""`mesher-injector status` and `restart`: the CLI wiring of injector.core.workloads (what to
-think) and injector.kube.cluster (what to ask the API server)."""
+"""`mesher-injector status` and `restart`: the CLI wiring of injector.core.workloads and
+injector.core.restart (what to think) and injector.kube (what to ask the API server)."""
 
 from __future__ import annotations
 
@@ -14,20 +14,21 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from injector.core.names import INJECTOR_NAMESPACE, NEVER_INJECTED
-from injector.core.settings import ConfigMapRef
-from injector.core.store import TemplateSet
-from injector.core.template import Template
-from injector.core.workloads import (
+from injector.core.restart import (
     MANUAL_ACTION,
-    Workload,
+    RestartRun,
+    Unhealthy,
+    live_templates,
     plan_restarts,
-    render_table,
-    report_json,
-    workloads,
+    template_problem,
 )
+from injector.core.settings import ConfigMapRef
+from injector.core.template import Template
+from injector.core.workloads import Workload, render_table, report_json, workloads
 
 # kubernetes_asyncio (a third of the injector's start-up) is imported when a cluster
-# command runs, never by `serve` or `inject`, which build this module's parsers.
+# command runs (_run, _survey and restart's loop), never by `serve` or `inject`, which
+# build this module's parsers.
 if TYPE_CHECKING:
     from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -92,31 +93,17 @@ def duration(text: str) -> float:
     return float(match.group(1)) * scale
 
 
-async def _live(cluster: Cluster, ref: ConfigMapRef) -> TemplateSet:
-    """The live templates, validated as the injectors validate them (a named one that
-    does not validate is left out: the injectors keep their last good version of it)."""
-    from injector.kube.cluster import Unhealthy
-
-    data = await cluster.configmap_data(ref)
-    live = TemplateSet()
-    live.offer_data(data if isinstance(data, dict) else {}, source="live", default_key=ref.key)
-    if live.template is None:
-        error = live.last_error.error if live.last_error else "no template"
-        raise Unhealthy(
-            f"the live template in {ref.namespace}/{ref.name} is invalid (the injectors keep "
-            f"their last good one): {error}"
-        )
-    return live
-
-
 async def _survey(
     cluster: Cluster, args: argparse.Namespace, ref: ConfigMapRef
 ) -> tuple[Template, list[Workload]]:
+    """The live template and every meshed workload compared with the template its pods
+    asked for; Unhealthy when the live default template is invalid."""
     from injector.kube.cluster import kubeconfig_namespace
 
-    live = await _live(cluster, ref)
+    live = live_templates(await cluster.configmap_data(ref), key=ref.key)
     template = live.template
-    assert template is not None  # _live raised otherwise
+    if template is None:
+        raise Unhealthy(template_problem(live, ref))
     namespace = None if args.all_namespaces else (args.namespace or kubeconfig_namespace())
     snapshot = await cluster.snapshot(namespace=namespace, selector=args.selector)
     found = workloads(
@@ -165,8 +152,6 @@ def _api_error(exc: ApiException) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from injector.kube.cluster import Unhealthy
-
     async def body(cluster: Cluster, ref: ConfigMapRef) -> int:
         try:
             template, found = await _survey(cluster, args, ref)
@@ -195,13 +180,13 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_restart(args: argparse.Namespace) -> int:
-    from injector.kube.cluster import Unhealthy, execute
-
     timeout = duration(args.timeout)
     if args.parallel < 1:
         raise ValueError("--parallel must be at least 1")
 
     async def body(cluster: Cluster, ref: ConfigMapRef) -> int:
+        from injector.kube.restart import execute
+
         try:
             template, found = await _survey(cluster, args, ref)
         except Unhealthy as exc:
@@ -210,45 +195,24 @@ def run_restart(args: argparse.Namespace) -> int:
         plan = plan_restarts(found)
         print(f"template {ref.namespace}/{ref.name}: revision {template.revision}")
         for w in plan.restart:
-            print(f"to restart: {w.kind.lower()}/{w.name} -n {w.namespace} ({w.state})")
+            print(f"to restart: {w.kubectl_name} ({w.state})")
         for w in plan.manual:
-            print(f"manual: {w.kind.lower()}/{w.name} -n {w.namespace}: {MANUAL_ACTION[w.kind]}")
+            print(f"manual: {w.kubectl_name}: {MANUAL_ACTION[w.kind]}")
         for w in plan.skipped:
-            print(
-                f"not restarted (a restart cannot help): {w.kind.lower()}/{w.name} "
-                f"-n {w.namespace}: {w.why}"
-            )
+            print(f"not restarted (a restart cannot help): {w.kubectl_name}: {w.why}")
         if not plan.restart:
             print("nothing to restart")
             return EXIT_OK
         if args.dry_run:
             print("dry run: nothing changed")
             return EXIT_OK
-
-        async def health() -> None:
-            available = await cluster.injector_available(ref.namespace)
-            if available < 1:
-                raise Unhealthy(
-                    f"the injector Deployment {ref.namespace}/mesher-injector has no available "
-                    "replica: restarted pods would be refused"
-                )
-            await _live(cluster, ref)
-
-        try:
-            late = await execute(
-                plan,
-                cluster,
-                health=health,
-                say=print,
-                parallel=args.parallel,
-                rollout_timeout=timeout,
-                interval=args.poll_interval,
-            )
-        except Unhealthy as exc:
-            print(f"stopped, nothing more restarted: {exc}")
+        run = RestartRun.start(plan, ref=ref, parallel=args.parallel, rollout_timeout=timeout)
+        stop = await execute(run, cluster, say=print, interval=args.poll_interval)
+        if stop.unhealthy:
+            print(f"stopped, nothing more restarted: {stop.unhealthy}")
             return EXIT_ATTENTION
-        if late:
-            names = ", ".join(f"{w.kind.lower()}/{w.name} -n {w.namespace}" for w in late)
+        if stop.late:
+            names = ", ".join(w.kubectl_name for w in stop.late)
             print(f"stopped: the rollout of {names} did not complete within {args.timeout}")
             return EXIT_ATTENTION
         print("done: every restartable workload rolled out")

@@ -12,6 +12,8 @@ TEMPLATE_SUFFIX = ".yaml"
 DEFAULT_TEMPLATE_NAME = "template"
 # Where deploy/ installs the injector.
 INJECTOR_NAMESPACE = "mesher-system"
+# The injector's Deployment there, whose available replicas `restart` checks first.
+INJECTOR_DEPLOYMENT = "mesher-injector"
 # Namespaces never injected (the injector's own is added where it is known).
 NEVER_INJECTED = frozenset({"kube-system", "kube-public"})
 # The label that opts a namespace in (the webhook's namespaceSelector).

@@ -1,15 +1,14 @@
-"""Pods and their owners -> workloads, their sidecar state, and a restart plan (pure).
+"""Pods and their owners -> workloads and their sidecar state (pure).
 
-`status` and `restart` read the cluster through `injector.kube.cluster`; everything
-they decide is here, computed from the API server's own list answers (dicts), so it is
-tested on recorded lists alone.
+`status` and `restart` read the cluster through `injector.kube.cluster`; what they make
+of it is here (and, for `restart`'s plan and run, in `injector.core.restart`), computed
+from the API server's own list answers (dicts), so it is tested on recorded lists alone.
 """
 
 from __future__ import annotations
 
-import datetime
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -53,6 +52,11 @@ class Workload:
     @property
     def restartable(self) -> bool:
         return self.kind in RESTARTABLE and self.fixable_by_restart
+
+    @property
+    def kubectl_name(self) -> str:
+        """As kubectl takes it: `deployment/web -n chassis`."""
+        return f"{self.kind.lower()}/{self.name} -n {self.namespace}"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -240,76 +244,6 @@ def _why_missing(
         "namespace was labelled",
         True,
     )
-
-
-# --- restart ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """What `restart` does: roll `restart` one by one; `manual` needs a person (bare
-    pods, Jobs, CronJobs: never deleted); `skipped` cannot be fixed by a restart."""
-
-    restart: tuple[Workload, ...]
-    manual: tuple[Workload, ...]
-    skipped: tuple[Workload, ...]
-
-
-def plan_restarts(found: Iterable[Workload]) -> Plan:
-    todo = [w for w in found if w.state != "current"]
-    return Plan(
-        restart=tuple(w for w in todo if w.restartable),
-        manual=tuple(w for w in todo if w.kind not in RESTARTABLE and w.fixable_by_restart),
-        skipped=tuple(w for w in todo if not w.fixable_by_restart),
-    )
-
-
-MANUAL_ACTION = {
-    "Pod": "delete and re-create the pod",
-    "Job": "re-run the Job (its pods are never deleted for you)",
-    "CronJob": "its next run gets the sidecar; re-run it now if needed",
-}
-
-
-def restart_patch(now: datetime.datetime) -> dict[str, Any]:
-    """The strategic-merge patch `kubectl rollout restart` sends."""
-    stamp = now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "spec": {
-            "template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}
-        }
-    }
-
-
-def rollout_done(kind: str, obj: Mapping[str, Any]) -> bool:
-    """As `kubectl rollout status` judges it: the controller has seen the new spec and
-    every replica is updated and available (no old one left)."""
-    meta, spec = _meta(obj), obj.get("spec") or {}
-    status = obj.get("status") or {}
-    if status.get("observedGeneration", 0) < meta.get("generation", 0):
-        return False
-    if kind == "Deployment":
-        wanted = spec.get("replicas", 1)
-        updated = status.get("updatedReplicas", 0)
-        return bool(
-            updated >= wanted
-            and status.get("replicas", 0) <= updated
-            and status.get("availableReplicas", 0) >= updated
-        )
-    if kind == "StatefulSet":
-        wanted = spec.get("replicas", 1)
-        return bool(
-            status.get("updatedReplicas", 0) >= wanted
-            and status.get("readyReplicas", 0) >= wanted
-            and status.get("currentRevision") == status.get("updateRevision")
-        )
-    if kind == "DaemonSet":
-        desired = status.get("desiredNumberScheduled", 0)
-        return bool(
-            status.get("updatedNumberScheduled", 0) >= desired
-            and status.get("numberAvailable", 0) >= desired
-        )
-    raise ValueError(f"no rollout for kind {kind}")
 
 
 # --- output ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The kubernetes-asyncio calls of `status` and `restart`: list what the cluster holds,
 read the live template, check the injector, roll a workload and wait for it. No decision
-is made here (see injector.core.workloads); lists come back as the API server's own JSON.
+is made here (see injector.core.workloads and injector.core.restart); lists come back as
+the API server's own JSON.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from injector.core.names import INJECTOR_DEPLOYMENT
+from injector.core.restart import restart_patch, rollout_done
 from injector.core.settings import ConfigMapRef
-from injector.core.workloads import Plan, Snapshot, Workload, restart_patch, rollout_done
+from injector.core.workloads import Snapshot, Workload
 
 PAGE = 500
-INJECTOR_DEPLOYMENT = "mesher-injector"
 
 
 def kubeconfig_namespace() -> str:
@@ -124,47 +126,3 @@ class Cluster:
             if rollout_done(workload.kind, await self.read(workload)):
                 return
             await asyncio.sleep(interval)
-
-
-class Unhealthy(Exception):
-    """Injection is not healthy: restarting now would make refused or unmeshed pods."""
-
-
-async def execute(
-    plan: Plan,
-    cluster: Cluster,
-    *,
-    health: Callable[[], Awaitable[None]],
-    say: Callable[[str], None],
-    parallel: int = 1,
-    rollout_timeout: float = 90.0,
-    interval: float = 1.0,
-) -> list[Workload]:
-    """Roll `plan.restart`, `parallel` at a time, each checked healthy before it starts
-    and waited for; returns the workloads whose rollout did not complete in `rollout_timeout`
-    (the run stops at the first batch with one). Raises Unhealthy before touching a
-    workload when `health` does."""
-    todo = list(plan.restart)
-    while todo:
-        batch, todo = todo[:parallel], todo[parallel:]
-        await health()
-        for workload in batch:
-            say(f"restarting {workload.kind.lower()}/{workload.name} -n {workload.namespace}")
-            await cluster.restart(workload, datetime.datetime.now(datetime.UTC))
-
-        async def rolled_out(workload: Workload) -> bool:
-            try:
-                async with asyncio.timeout(rollout_timeout):
-                    await cluster.wait_rolled_out(workload, interval=interval)
-            except TimeoutError:
-                return False
-            return True
-
-        results = await asyncio.gather(*(rolled_out(w) for w in batch))
-        late = [w for w, done in zip(batch, results, strict=True) if not done]
-        for workload, done in zip(batch, results, strict=True):
-            if done:
-                say(f"rolled out {workload.kind.lower()}/{workload.name} -n {workload.namespace}")
-        if late:
-            return late
-    return []

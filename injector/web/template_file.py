@@ -19,6 +19,20 @@ from injector.core.names import TEMPLATE_KEY, TEMPLATE_SUFFIX
 from injector.core.store import Reload, TemplateSet
 
 
+def template_files(path: Path) -> dict[str, Path]:
+    """The template files at `path` under their ConfigMap key: a folder's `NAME.yaml`
+    files (no hidden one, such as a mounted ConfigMap's `..data`), or the file itself as
+    `template.yaml`. The serving source and `inject --template-file` both read these, and
+    the store names and checks them."""
+    if path.is_dir():
+        return {
+            p.name: p
+            for p in sorted(path.iterdir())
+            if p.name.endswith(TEMPLATE_SUFFIX) and not p.name.startswith(".")
+        }
+    return {TEMPLATE_KEY: path}
+
+
 class FileSource:
     __slots__ = ("_digest", "_missing", "_pending", "path")
 
@@ -38,13 +52,7 @@ class FileSource:
         return f"file:{self.path}"
 
     def _read(self) -> dict[str, bytes]:
-        if self.path.is_dir():
-            return {
-                p.name: p.read_bytes()
-                for p in sorted(self.path.iterdir())
-                if p.name.endswith(TEMPLATE_SUFFIX) and not p.name.startswith(".")
-            }
-        return {TEMPLATE_KEY: self.path.read_bytes()}
+        return {key: file.read_bytes() for key, file in template_files(self.path).items()}
 
     def poll(self, store: TemplateSet) -> list[Reload]:
         """Offer the file(s) to the store if they changed and read the same on the

@@ -59,6 +59,19 @@ def test_inject_missing_file_and_bad_template_are_clear_errors(tmp_path: Path) -
     assert "not valid YAML" in result.stderr
 
 
+def test_inject_from_a_template_folder_without_template_yaml_says_it_cannot_read_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "canary.yaml").write_text(DEFAULT_TEMPLATE.read_text())
+    result = cli(
+        "inject", "-f", str(MANIFESTS / "deployment.yaml"), "--template-file", str(tmp_path)
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"mesher-injector inject: error: cannot read template {tmp_path / 'template.yaml'}: "
+    )
+
+
 def test_check_template_shows_each_discovery_type() -> None:
     result = cli("check-template", str(DEFAULT_TEMPLATE))
     assert result.returncode == 0, result.stderr

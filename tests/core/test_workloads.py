@@ -1,24 +1,13 @@
-"""injector.core.workloads on recorded list answers alone: grouping, states, plans, rollouts."""
+"""injector.core.workloads on recorded list answers alone: grouping, states, and the
+restart plan made of them (injector.core.restart)."""
 
 from __future__ import annotations
 
 import copy
-import datetime
-import json
-from typing import Any
 
-import pytest
-
-from injector.core.workloads import (
-    Snapshot,
-    owner_of,
-    plan_restarts,
-    render_table,
-    restart_patch,
-    rollout_done,
-    workloads,
-)
-from tests.support.helpers import KUBE_API, recorded_items
+from injector.core.restart import plan_restarts
+from injector.core.workloads import Snapshot, owner_of, render_table, workloads
+from tests.support.helpers import recorded_items
 
 SIDECARS = frozenset({"mesher"})
 
@@ -80,29 +69,6 @@ def test_the_plan_restarts_workloads_lists_pods_and_jobs_and_skips_the_unfixable
     assert [w.name for w in plan.restart] == ["agent"]
     assert sorted(w.name for w in plan.manual) == ["native", "nightly"]
     assert [w.name for w in plan.skipped] == ["db"]
-
-
-def test_the_restart_patch_is_what_kubectl_rollout_restart_sends() -> None:
-    recorded = json.loads((KUBE_API / "rollout-restart-patch.json").read_text())
-    at = datetime.datetime(2026, 11, 26, 9, 7, 9, tzinfo=datetime.UTC)
-    assert restart_patch(at) == recorded["body"]
-
-
-@pytest.mark.parametrize("kind", ["deployments", "statefulsets", "daemonsets"])
-def test_recorded_workloads_are_rolled_out_and_a_new_generation_is_not(kind: str) -> None:
-    obj: dict[str, Any] = recorded_items(kind)[0]
-    name = {"deployments": "Deployment", "statefulsets": "StatefulSet", "daemonsets": "DaemonSet"}[
-        kind
-    ]
-    assert rollout_done(name, obj)
-    obj["metadata"]["generation"] = obj["status"]["observedGeneration"] + 1
-    assert not rollout_done(name, obj)
-
-
-def test_a_deployment_with_old_replicas_left_is_not_rolled_out() -> None:
-    obj = recorded_items("deployments")[0]
-    obj["status"]["replicas"] = 3  # one old pod still there
-    assert not rollout_done("Deployment", obj)
 
 
 def test_the_table_has_a_row_per_workload() -> None:

@@ -1,1 +1,2 @@
-"""Tests of injector.kube against a recorded list/watch server."""
+"""Tests of injector.kube: the watch against a recorded list/watch server, the restart
+loop against a stand-in Cluster."""

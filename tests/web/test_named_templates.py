@@ -19,8 +19,11 @@ from injector.core.store import TemplateSet
 from injector.core.template import load_template
 from injector.core.template_review import review_template
 from injector.core.workloads import Snapshot, workloads
+from injector.web.template_file import FileSource
+from tests.support.cli import cli
 from tests.support.helpers import (
     DEFAULT_TEMPLATE,
+    MANIFESTS,
     admission_fixture,
     apply,
     bump,
@@ -240,6 +243,24 @@ def test_inject_f_with_a_template_folder_uses_the_named_template(folder: Path) -
     assert (
         pod["metadata"]["annotations"]["sidecar.mesher.io/template-revision"]
         == load_template(CANARY).revision
+    )
+
+
+def test_inject_and_the_file_source_take_and_refuse_the_same_template_names(folder: Path) -> None:
+    (folder / "Canary_V2.yaml").write_text(CANARY)  # no DNS label
+    (folder / ".draft.yaml").write_text(BROKEN)  # hidden: no template at all
+    source, store = FileSource(folder), TemplateSet()
+    assert source.poll(store) == []  # new content is offered on the second poll
+    served = source.poll(store)
+    assert {r.template for r in served if r.result == "rejected"} == {"Canary_V2"}
+    assert set(store.named) == {"canary"}
+
+    result = cli("inject", "-f", str(MANIFESTS / "deployment.yaml"), "--template-file", str(folder))
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"mesher-injector inject: error: {folder / 'Canary_V2.yaml'}: "
+        "'Canary_V2.yaml': a template name must be a DNS label\n"
     )
 
 

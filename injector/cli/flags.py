@@ -1,0 +1,92 @@
+"""What the flags accept: argparse value types, environment defaults, and the checks a
+command makes of its flags' values (CliError, a one-line message and exit 1)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from typing import Any
+
+from injector.core.settings import env_name
+from injector.core.template_checks import DNS_LABEL
+
+DNS_SUBDOMAIN = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+# A SAN: a DNS name, optionally a wildcard's first label.
+DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+class CliError(Exception):
+    """A clear message for the user; exits non-zero."""
+
+
+def env_default(flag: str, default: Any) -> Any:
+    """The flag's MESHER_INJECTOR_<FLAG> variable, else `default`."""
+    return os.environ.get(env_name(flag), default)
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
+def _seconds(text: str, *, zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError(
+            f"{text} seconds: give a number {'>= 0' if zero else '> 0'}"
+        )
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    """A timeout: more than 0 seconds (0 would close every keep-alive connection at once,
+    or time every request out)."""
+    return _seconds(text, zero=False)
+
+
+def seconds(text: str) -> float:
+    """A wait that may be none: 0 seconds or more."""
+    return _seconds(text, zero=True)
+
+
+def positive_bytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} bytes: give a number > 0")
+    return value
+
+
+def check_dns_label(flag: str, value: str) -> None:
+    """A Service or namespace name."""
+    if not DNS_LABEL.match(value):
+        raise CliError(f"{flag} {value!r} is not a DNS label (lowercase letters, digits, -)")
+
+
+def check_secret_name(flag: str, value: str) -> None:
+    if not DNS_SUBDOMAIN.match(value):
+        raise CliError(f"{flag} {value!r} is not a valid Secret name")
+
+
+def check_dns_name(flag: str, value: str) -> None:
+    """A certificate's DNS SAN."""
+    if not DNS_NAME.match(value):
+        raise CliError(f"{flag} {value!r} is not a DNS name")

@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from injector.cli.flags import duration, positive_int
 from injector.core.names import INJECTOR_NAMESPACE, NEVER_INJECTED
 from injector.core.restart import (
     MANUAL_ACTION,
@@ -77,20 +77,17 @@ def add_parsers(sub: Any) -> None:
         "template is invalid. Bare pods and Jobs are listed, never deleted.",
     )
     _scope_arguments(restart)
-    restart.add_argument("--parallel", type=int, default=1, help="workloads rolled at once")
     restart.add_argument(
-        "--timeout", default="90s", help="per workload rollout, e.g. 90s, 5m (default 90s)"
+        "--parallel", type=positive_int, default=1, help="workloads rolled at once"
+    )
+    restart.add_argument(
+        "--timeout",
+        type=duration,
+        default="90s",
+        help="per workload rollout, e.g. 90s, 5m (default 90s)",
     )
     restart.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     restart.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
-
-
-def duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
-    if not match:
-        raise ValueError(f"--timeout {text!r} is not a duration (e.g. 90s, 5m)")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
-    return float(match.group(1)) * scale
 
 
 async def _survey(
@@ -180,9 +177,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_restart(args: argparse.Namespace) -> int:
-    timeout = duration(args.timeout)
-    if args.parallel < 1:
-        raise ValueError("--parallel must be at least 1")
+    timeout: float = args.timeout.seconds
 
     async def body(cluster: Cluster, ref: ConfigMapRef) -> int:
         from injector.kube.restart import execute
@@ -213,7 +208,7 @@ def run_restart(args: argparse.Namespace) -> int:
             return EXIT_ATTENTION
         if stop.late:
             names = ", ".join(w.kubectl_name for w in stop.late)
-            print(f"stopped: the rollout of {names} did not complete within {args.timeout}")
+            print(f"stopped: the rollout of {names} did not complete within {args.timeout.text}")
             return EXIT_ATTENTION
         print("done: every restartable workload rolled out")
         return EXIT_OK

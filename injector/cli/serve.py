@@ -10,7 +10,10 @@ from typing import Any
 
 from injector.cli.flags import (
     CliError,
+    boolean,
+    env_checked,
     env_default,
+    one_of,
     port_number,
     positive_bytes,
     positive_seconds,
@@ -33,8 +36,14 @@ def add_parser(sub: Any) -> None:
     d = Settings()
 
     def opt(flag: str, **kwargs: Any) -> None:
+        """A flag whose default MESHER_INJECTOR_<FLAG> may set, checked alike."""
         kwargs["default"] = env_default(flag, kwargs.get("default"))
         kwargs["help"] = f"{kwargs.get('help', '')} (env {env_name(flag)})".strip()
+        choices = kwargs.pop("choices", None)
+        if choices is not None:  # argparse never checks a default against choices
+            kwargs["type"] = one_of(*choices)
+            kwargs["metavar"] = "{" + ",".join(choices) + "}"
+        kwargs["type"] = env_checked(flag, kwargs.get("type", str))
         p.add_argument(flag, **kwargs)
 
     opt("--host", default=d.host, help="address to listen on")
@@ -47,11 +56,14 @@ def add_parser(sub: Any) -> None:
     )
     opt("--tls-cert", type=Path, help="serving certificate (PEM)")
     opt("--tls-key", type=Path, help="serving key (PEM)")
-    p.add_argument(
+    opt(
         "--self-signed",
-        action="store_true",
-        default=env_default("--self-signed", "") not in ("", "0", "false", "no"),
-        help=f"generate a CA and a serving cert for local use (env {env_name('--self-signed')})",
+        nargs="?",
+        const="true",
+        type=boolean,
+        default="false",
+        metavar="BOOL",
+        help="generate a CA and a serving cert for local use",
     )
     opt(
         "--self-signed-dir",

@@ -239,3 +239,54 @@ def test_running_help_for_every_command_exits_0() -> None:
         result = cli(command, "--help")
         assert result.returncode == 0, command
         assert json.dumps(result.stdout)  # printable text
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "error"),
+    [
+        (["restart", "--timeout", "soon"], {}, "argument --timeout: 'soon' is not a duration"),
+        (["restart", "--timeout", "0s"], {}, "argument --timeout: '0s': give a duration > 0"),
+        (["restart", "--parallel", "0"], {}, "argument --parallel: 0: give a number >= 1"),
+        (
+            ["serve", "--self-signed"],
+            {"MESHER_INJECTOR_LOG_LEVEL": "verbose"},
+            "argument --log-level: 'verbose' is not one of debug, info, warning, error "
+            "(from MESHER_INJECTOR_LOG_LEVEL)",
+        ),
+        (
+            ["serve", "--self-signed"],
+            {"MESHER_INJECTOR_LOG_FORMAT": "text"},
+            "'text' is not one of json, console (from MESHER_INJECTOR_LOG_FORMAT)",
+        ),
+        (
+            ["serve"],
+            {"MESHER_INJECTOR_SELF_SIGNED": "maybe"},
+            "argument --self-signed: 'maybe' is not true or false",
+        ),
+        (
+            ["serve", "--self-signed"],
+            {"MESHER_INJECTOR_PORT": "http"},
+            "argument --port: 'http' is not a port number (from MESHER_INJECTOR_PORT)",
+        ),
+        (["serve", "--self-signed", "--log-format", "text"], {}, "'text' is not one of json"),
+    ],
+)
+def test_a_bad_flag_or_variable_is_one_usage_error_line_and_exit_2(
+    args: list[str], env: dict[str, str], error: str
+) -> None:
+    result = cli(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mesher-injector {args[0]}: error: "), result.stderr
+    assert error in last
+    assert "Traceback" not in result.stderr
+
+
+def test_a_switch_reads_true_and_false_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from injector.cli.main import build_parser
+
+    assert build_parser().parse_args(["serve"]).self_signed is False
+    assert build_parser().parse_args(["serve", "--self-signed"]).self_signed is True
+    for text, value in (("1", True), ("Yes", True), ("off", False), ("0", False)):
+        monkeypatch.setenv("MESHER_INJECTOR_SELF_SIGNED", text)
+        assert build_parser().parse_args(["serve"]).self_signed is value, text

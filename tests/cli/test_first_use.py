@@ -290,3 +290,17 @@ def test_a_switch_reads_true_and_false_from_its_variable(monkeypatch: pytest.Mon
     for text, value in (("1", True), ("Yes", True), ("off", False), ("0", False)):
         monkeypatch.setenv("MESHER_INJECTOR_SELF_SIGNED", text)
         assert build_parser().parse_args(["serve"]).self_signed is value, text
+
+
+@pytest.mark.parametrize("command", ["status", "restart"])
+def test_no_kubeconfig_says_the_file_is_missing_and_how_to_point_at_a_cluster(
+    command: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "kubeconfig"
+    result = cli(command, env={"KUBECONFIG": str(missing), "KUBERNETES_SERVICE_HOST": ""})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"mesher-injector {command}: error: no kubeconfig: KUBECONFIG={missing} does not "
+        "exist. Point at a cluster with KUBECONFIG=FILE, or --kube-api-server URL (e.g. "
+        "http://127.0.0.1:8001 from kubectl proxy), or run inside the cluster"
+    ]

@@ -118,6 +118,8 @@ class Server:
                     injector.report_reload(reload)
 
             poll_template_file()  # two reads of the same bytes before a first load
+            if source.read_error is not None:  # never readable: a typo, not an outage
+                raise ValueError(f"--template-file {s.template_file}: {source.read_error}")
             await asyncio.sleep(min(s.reload_interval, 0.05))
             poll_template_file()
             return lambda: _every(s.reload_interval, poll_template_file, injector.log)

@@ -34,18 +34,18 @@ def template_files(path: Path) -> dict[str, Path]:
 
 
 class FileSource:
-    __slots__ = ("_digest", "_missing", "_pending", "path")
+    __slots__ = ("_digest", "_pending", "path", "read_error")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._digest: str | None = None
         self._pending: str | None = None
-        self._missing = False
+        self.read_error: str | None = None  # why the last poll could not read the template
 
     @property
     def missing(self) -> bool:
         """The last poll could not read the template (the store was told once)."""
-        return self._missing
+        return self.read_error is not None
 
     @property
     def description(self) -> str:
@@ -61,12 +61,12 @@ class FileSource:
             files = self._read()
         except OSError as exc:
             self._pending = None
-            if self._missing:
+            if self.read_error is not None:
                 return []
-            self._missing = True
+            self.read_error = f"cannot read template: {exc}"
             self._digest = None
-            return store.source_gone(source=self.description, why=f"cannot read template: {exc}")
-        self._missing = False
+            return store.source_gone(source=self.description, why=self.read_error)
+        self.read_error = None
         digest = hashlib.sha256()
         for name, data in files.items():
             digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())

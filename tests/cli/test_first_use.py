@@ -304,3 +304,23 @@ def test_no_kubeconfig_says_the_file_is_missing_and_how_to_point_at_a_cluster(
         "exist. Point at a cluster with KUBECONFIG=FILE, or --kube-api-server URL (e.g. "
         "http://127.0.0.1:8001 from kubectl proxy), or run inside the cluster"
     ]
+
+
+def test_serve_refuses_to_start_on_a_template_file_that_was_never_readable(tmp_path: Path) -> None:
+    result = cli(
+        "serve",
+        "--self-signed",
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        "--template-file",
+        str(tmp_path / "nope.yaml"),
+        env={"TMPDIR": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"mesher-injector serve: error: cannot serve: --template-file {tmp_path / 'nope.yaml'}: "
+        f"cannot read template: [Errno 2] No such file or directory: '{tmp_path / 'nope.yaml'}'"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == []  # nor left its key folder behind

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -20,6 +20,7 @@ from injector.core.settings import DEFAULT_TEMPLATE_FILE
 from injector.core.sidecar import sample_context
 from injector.core.store import TemplateSet
 from injector.core.template import Template, TemplateError, load_template
+from injector.core.template_review import risky_images
 from injector.web.template_file import template_files
 
 
@@ -45,11 +46,17 @@ def add_parsers(sub: Any) -> None:
         "check-template",
         help="validate a template and show what it renders",
         description="Validate a template exactly as a reload does and print what each "
-        "discovery type renders for a sample pod. FILE - reads standard input (e.g. kubectl "
+        "discovery type renders for a sample pod, and warn about images that float "
+        "(latest, or no tag). FILE - reads standard input (e.g. kubectl "
         "get configmap ... -o jsonpath='{.data.template\\.yaml}' | mesher-injector "
         "check-template -).",
     )
-    check.add_argument("file", help="the template file, or - for standard input")
+    check.add_argument(
+        "file",
+        nargs="?",
+        help="the template file, a folder of NAME.yaml templates, or - for standard input "
+        "(default: the embedded template)",
+    )
     certs = sub.add_parser(
         "certs",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -74,37 +81,44 @@ def _read_text(path: Path) -> str:
         raise CliError(f"cannot read template {path}: {exc}") from exc
 
 
-def _read_template(path: Path) -> Template:
-    text = _read_text(path)
-    try:
-        return load_template(text)
-    except TemplateError as exc:
-        raise CliError(f"{path}: {exc}") from exc
+class Templates(NamedTuple):
+    default: Template | None
+    named: Mapping[str, Template]
+    problems: dict[Path, str]  # each invalid template's file, and why
 
 
-def _read_templates(path: Path) -> tuple[Template, Mapping[str, Template]]:
-    """A template file, or a folder of NAME.yaml files (template.yaml the default), found
-    and named as `serve --template-source file` finds and names them: every template must
-    be valid."""
+def _read_templates(path: Path) -> Templates:
+    """A template file, or a folder of NAME.yaml files (template.yaml the default), found,
+    named and checked as `serve --template-source file` finds, names and checks them."""
     files = template_files(path)
     files.setdefault(TEMPLATE_KEY, path / TEMPLATE_KEY)  # none in the folder: reading says so
     texts = {key: _read_text(file) for key, file in files.items()}
     templates = TemplateSet()
+    problems: dict[Path, str] = {}
     for reload in templates.offer_data(texts, source=str(path), default_key=TEMPLATE_KEY):
         if reload.result == "rejected":
-            raise CliError(f"{files[reload.template + TEMPLATE_SUFFIX]}: {reload.error}")
-    assert templates.template is not None  # the default was offered: applied or rejected
-    return templates.template, templates.named
+            problems[files[reload.template + TEMPLATE_SUFFIX]] = reload.error
+    return Templates(templates.template, templates.named, problems)
 
 
 def run_inject(args: argparse.Namespace) -> int:
-    template, named = _read_templates(args.template_file)
+    templates = _read_templates(args.template_file)
+    for file, problem in templates.problems.items():
+        if templates.default is None:
+            raise CliError(f"{file}: {problem}")
+        print(  # a broken named template denies only the pods that ask for it
+            f"warning: {file}: {problem}; pods that ask for it are denied", file=sys.stderr
+        )
+    assert templates.default is not None  # offered first: applied, or a problem above
+    source = "<stdin>" if args.filename == "-" else args.filename
     try:
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {args.filename}: {exc}") from exc
     try:
-        output, reports = inject_documents(text, template, named=named)
+        output, reports = inject_documents(
+            text, templates.default, named=templates.named, source=source
+        )
     except ManualInjectionError as exc:
         raise CliError(str(exc)) from exc
     for report in reports:
@@ -123,19 +137,42 @@ def run_inject(args: argparse.Namespace) -> int:
 
 
 def run_check_template(args: argparse.Namespace) -> int:
+    """Every template named (stdin, a file, or each of a folder's): what it renders, its
+    warnings on stderr; exit 1 if any is invalid."""
     if args.file == "-":
         try:
-            template = load_template(sys.stdin.read())
+            checked = {"<stdin>": load_template(sys.stdin.read())}
         except TemplateError as exc:
             raise CliError(f"<stdin>: {exc}") from exc
+        problems: dict[Path, str] = {}
     else:
-        template = _read_template(Path(args.file))
-    print(f"# template {args.file}: valid")
+        path = Path(args.file) if args.file else DEFAULT_TEMPLATE_FILE
+        files = template_files(path)
+        templates = _read_templates(path)
+        found = {
+            TEMPLATE_KEY: templates.default,
+            **{f"{n}.yaml": t for n, t in templates.named.items()},
+        }
+        checked = {str(files.get(key, path)): t for key, t in found.items() if t is not None}
+        problems = templates.problems
+    for name, template in checked.items():
+        _show(name, template)
+    for file, problem in problems.items():
+        print(f"mesher-injector check-template: error: {file}: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _show(name: str, template: Template) -> None:
+    """A valid template: its facts and each discovery type's render on stdout, its
+    floating images on stderr (as the validating webhook warns)."""
+    print(f"# template {name}: valid")
     print(f"# revision {template.revision}, version {template.version or '(none)'}")
     print(
         f"# discovery types: {', '.join(template.discovery_types) or '(none)'}; "
         f"default {template.default_discovery or '(none)'}"
     )
+    for warning in risky_images(template):
+        print(f"warning: {name}: {warning}", file=sys.stderr)
     for discovery_type in template.discovery_types or ("",):
         sidecar = template.render(sample_context(discovery_type))
         rendered = {
@@ -148,7 +185,6 @@ def run_check_template(args: argparse.Namespace) -> int:
         }
         print("---")
         print(yaml.safe_dump(rendered, sort_keys=False), end="")
-    return 0
 
 
 def run_certs(args: argparse.Namespace) -> int:

@@ -206,8 +206,10 @@ def _inject_pod(
             )
     try:
         outcome = decider(request)
-    except BadReview as exc:
-        raise ManualInjectionError(f"{label}: {exc}") from exc
+    except BadReview as exc:  # worded for an AdmissionReview: say where in the document
+        where = "the Pod" if holder is doc else "its pod template"
+        message = str(exc).replace("request.object is not a valid Pod", f"{where} is not valid")
+        raise ManualInjectionError(f"{label}: {message}") from exc
     reports.append(Report(where=label, outcome=outcome))
     if not outcome.patch:
         return False

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from tests.support.cli import cli
-from tests.support.helpers import ADMISSION, DEFAULT_TEMPLATE, MANIFESTS, ROOT
+from tests.support.helpers import ADMISSION, DEFAULT_TEMPLATE, MANIFESTS, ROOT, SHIPPED_IMAGE
 
 
 def test_inject_prints_the_deployment_with_the_sidecar() -> None:
@@ -195,3 +195,79 @@ def test_serving_and_injecting_never_import_the_kubernetes_client() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_check_template_without_a_file_checks_the_embedded_default() -> None:
+    result = cli("check-template", cwd=MANIFESTS)  # from any directory
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"# template {DEFAULT_TEMPLATE}: valid\n")
+    assert result.stderr == ""  # the default pins its images
+
+
+def test_check_template_warns_about_a_floating_image(tmp_path: Path) -> None:
+    floating = tmp_path / "t.yaml"
+    floating.write_text(
+        DEFAULT_TEMPLATE.read_text().replace(f"image: {SHIPPED_IMAGE}", "image: mesher:latest")
+    )
+    result = cli("check-template", str(floating))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"warning: {floating}: container mesher: image 'mesher:latest' is tagged latest; pin a "
+        "version so a template revision names what runs"
+    ]
+
+
+def test_check_template_checks_every_template_of_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "template.yaml").write_text(DEFAULT_TEMPLATE.read_text())
+    (tmp_path / "canary.yaml").write_text(DEFAULT_TEMPLATE.read_text().replace("1.6.3", "1.7.0"))
+    (tmp_path / "broken.yaml").write_text("containers: []\n")
+    result = cli("check-template", str(tmp_path))
+    assert result.returncode == 1
+    assert f"# template {tmp_path / 'template.yaml'}: valid" in result.stdout
+    assert f"# template {tmp_path / 'canary.yaml'}: valid" in result.stdout
+    assert result.stderr.splitlines() == [
+        f"mesher-injector check-template: error: {tmp_path / 'broken.yaml'}: invalid template: "
+        "containers must be a non-empty list"
+    ]
+
+
+def test_a_broken_named_template_denies_only_the_pods_that_ask_for_it(tmp_path: Path) -> None:
+    (tmp_path / "template.yaml").write_text(DEFAULT_TEMPLATE.read_text())
+    (tmp_path / "canary.yaml").write_text("containers: []\n")
+    folder = ["--template-file", str(tmp_path)]
+    result = cli("inject", "-f", str(MANIFESTS / "deployment.yaml"), *folder)
+    assert result.returncode == 0, result.stderr
+    assert "name: mesher" in result.stdout
+    assert result.stderr.splitlines()[0] == (
+        f"warning: {tmp_path / 'canary.yaml'}: invalid template: containers must be a non-empty "
+        "list; pods that ask for it are denied"
+    )
+    canary = (
+        (MANIFESTS / "deployment.yaml")
+        .read_text()
+        .replace(
+            'sidecar.mesher.io/inject: "yes"',
+            'sidecar.mesher.io/inject: "yes"\n        sidecar.mesher.io/template: canary',
+        )
+    )
+    asking = cli("inject", "-f", "-", *folder, stdin=canary)
+    assert asking.returncode == 1
+    assert "denied (unknown-template)" in asking.stderr
+
+
+def test_inject_names_the_file_and_the_place_of_an_error(tmp_path: Path) -> None:
+    broken = tmp_path / "app.yaml"
+    broken.write_text("kind: Pod\nmetadata: [\n")
+    result = cli("inject", "-f", str(broken))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"mesher-injector inject: error: {broken}:3:1: not valid YAML")
+    shapeless = (
+        (MANIFESTS / "deployment.yaml")
+        .read_text()
+        .replace("      containers:\n", "      containers: nope\n      x:\n")
+    )
+    result = cli("inject", "-f", "-", stdin=shapeless)
+    assert result.stderr == (
+        "mesher-injector inject: error: document 1 (Deployment/server-mesher): its pod template "
+        "is not valid: spec.containers must be a non-empty list of objects\n"
+    )

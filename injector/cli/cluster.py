@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from injector.core.restart import (
     plan_restarts,
     template_problem,
 )
-from injector.core.settings import ConfigMapRef
+from injector.core.settings import ConfigMapRef, missing_kubeconfig
 from injector.core.template import Template
 from injector.core.workloads import Workload, render_table, report_json, workloads
 
@@ -137,6 +138,45 @@ def _run(
         raise ClusterError(f"cannot reach the API server: {exc}") from exc
     except ValueError as exc:
         raise ClusterError(str(exc)) from exc
+
+
+class NoLiveTemplate(Exception):
+    """Why the cluster's template ConfigMap cannot be read: no kubeconfig, unreachable,
+    forbidden, not found."""
+
+
+LIVE_READ_TIMEOUT_S = 10.0  # inject asks once; a cluster that does not answer is none
+
+
+def live_configmap_data(configmap: str, kube_api_server: str) -> tuple[object, ConfigMapRef]:
+    """The template ConfigMap's data as the current context's API server has it, as
+    `istioctl kube-inject` reads the live injector config; NoLiveTemplate saying why not."""
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from injector.kube.cluster import Cluster
+    from injector.kube.configmap import api_client_for
+
+    ref = ConfigMapRef.parse(configmap, default_namespace=INJECTOR_NAMESPACE)
+    if not (kube_api_server or os.environ.get("KUBERNETES_SERVICE_HOST")):
+        missing = missing_kubeconfig()
+        if missing:
+            raise NoLiveTemplate(missing)
+
+    async def read() -> object:
+        api = await api_client_for(kube_api_server)
+        try:
+            return await asyncio.wait_for(Cluster(api).configmap_data(ref), LIVE_READ_TIMEOUT_S)
+        finally:
+            await api.close()
+
+    try:
+        return asyncio.run(read()), ref
+    except ApiException as exc:
+        raise NoLiveTemplate(f"configmap {ref.namespace}/{ref.name}: {_api_error(exc)}") from exc
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise NoLiveTemplate(f"cannot reach the API server: {exc or 'no answer'}") from exc
+    except ValueError as exc:
+        raise NoLiveTemplate(str(exc)) from exc
 
 
 def _api_error(exc: ApiException) -> str:

@@ -7,15 +7,21 @@ import argparse
 import base64
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
 
+from injector.cli import cluster
 from injector.cli.flags import CliError, check_dns_label, check_dns_name, check_secret_name
 from injector.core.manual import ManualInjectionError, inject_documents
-from injector.core.names import INJECTOR_NAMESPACE, TEMPLATE_KEY, TEMPLATE_SUFFIX
+from injector.core.names import (
+    DEFAULT_TEMPLATE_NAME,
+    INJECTOR_NAMESPACE,
+    TEMPLATE_KEY,
+    TEMPLATE_SUFFIX,
+)
 from injector.core.settings import DEFAULT_TEMPLATE_FILE
 from injector.core.sidecar import sample_context
 from injector.core.store import TemplateSet
@@ -38,8 +44,17 @@ def add_parsers(sub: Any) -> None:
     inject.add_argument(
         "--template-file",
         type=Path,
-        default=DEFAULT_TEMPLATE_FILE,
-        help="the template, or a folder of NAME.yaml templates",
+        help="the template, or a folder of NAME.yaml templates (default: the live template "
+        "ConfigMap of the current context when the cluster answers, else the embedded "
+        "default; stderr says which)",
+    )
+    inject.add_argument(
+        "--configmap",
+        default=cluster.DEFAULT_CONFIGMAP,
+        help="NAMESPACE/NAME of the live template ConfigMap",
+    )
+    inject.add_argument(
+        "--kube-api-server", default="", help="API server URL (default: the kubeconfig)"
     )
     inject.add_argument("-o", "--output", help="write here instead of stdout")
     check = sub.add_parser(
@@ -84,7 +99,21 @@ def _read_text(path: Path) -> str:
 class Templates(NamedTuple):
     default: Template | None
     named: Mapping[str, Template]
-    problems: dict[Path, str]  # each invalid template's file, and why
+    problems: dict[str, str]  # each invalid template (its file or key), and why
+
+
+def _templates_of(
+    data: Mapping[str, object], *, source: str, key: str, where: Callable[[str], str]
+) -> Templates:
+    """A ConfigMap's data or a folder's files, checked as a reload checks them; `where`
+    names the file or key of an invalid one."""
+    templates = TemplateSet()
+    problems: dict[str, str] = {}
+    for reload in templates.offer_data(data, source=source, default_key=key):
+        if reload.result == "rejected":
+            default = reload.template == DEFAULT_TEMPLATE_NAME
+            problems[where(key if default else reload.template + TEMPLATE_SUFFIX)] = reload.error
+    return Templates(templates.template, templates.named, problems)
 
 
 def _read_templates(path: Path) -> Templates:
@@ -93,16 +122,32 @@ def _read_templates(path: Path) -> Templates:
     files = template_files(path)
     files.setdefault(TEMPLATE_KEY, path / TEMPLATE_KEY)  # none in the folder: reading says so
     texts = {key: _read_text(file) for key, file in files.items()}
-    templates = TemplateSet()
-    problems: dict[Path, str] = {}
-    for reload in templates.offer_data(texts, source=str(path), default_key=TEMPLATE_KEY):
-        if reload.result == "rejected":
-            problems[files[reload.template + TEMPLATE_SUFFIX]] = reload.error
-    return Templates(templates.template, templates.named, problems)
+    return _templates_of(texts, source=str(path), key=TEMPLATE_KEY, where=lambda k: str(files[k]))
+
+
+def _inject_templates(args: argparse.Namespace) -> tuple[Templates, str]:
+    """The templates `inject` uses, and where they come from: --template-file; else the
+    live ConfigMap of the current context when the cluster answers; else the embedded
+    default."""
+    if args.template_file is not None:
+        return _read_templates(args.template_file), f"file {args.template_file}"
+    try:
+        data, ref = cluster.live_configmap_data(args.configmap, args.kube_api_server)
+    except cluster.NoLiveTemplate as exc:
+        default = _read_templates(DEFAULT_TEMPLATE_FILE)
+        return default, f"the embedded default, {DEFAULT_TEMPLATE_FILE} ({exc})"
+    configmap = f"configmap {ref.namespace}/{ref.name}"
+    live = _templates_of(
+        data if isinstance(data, dict) else {},
+        source=configmap,
+        key=ref.key,
+        where=lambda key: f"{configmap} key {key}",
+    )
+    return live, f"{configmap} (the cluster's)"
 
 
 def run_inject(args: argparse.Namespace) -> int:
-    templates = _read_templates(args.template_file)
+    templates, where = _inject_templates(args)
     for file, problem in templates.problems.items():
         if templates.default is None:
             raise CliError(f"{file}: {problem}")
@@ -110,6 +155,7 @@ def run_inject(args: argparse.Namespace) -> int:
             f"warning: {file}: {problem}; pods that ask for it are denied", file=sys.stderr
         )
     assert templates.default is not None  # offered first: applied, or a problem above
+    print(f"template: {where}, revision {templates.default.revision}", file=sys.stderr)
     source = "<stdin>" if args.filename == "-" else args.filename
     try:
         text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
@@ -144,7 +190,7 @@ def run_check_template(args: argparse.Namespace) -> int:
             checked = {"<stdin>": load_template(sys.stdin.read())}
         except TemplateError as exc:
             raise CliError(f"<stdin>: {exc}") from exc
-        problems: dict[Path, str] = {}
+        problems: dict[str, str] = {}
     else:
         path = Path(args.file) if args.file else DEFAULT_TEMPLATE_FILE
         files = template_files(path)

@@ -22,6 +22,19 @@ def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
 
 
+KUBECONFIG_DEFAULT = "~/.kube/config"  # where kubectl looks when $KUBECONFIG is unset
+
+
+def missing_kubeconfig() -> str:
+    """Why there is no kubeconfig where kubectl would look ($KUBECONFIG's files, else
+    ~/.kube/config), naming the place; "" when one exists."""
+    listed = os.environ.get("KUBECONFIG", "")
+    paths = [p for p in listed.split(os.pathsep) if p] or [os.path.expanduser(KUBECONFIG_DEFAULT)]
+    if any(os.path.isfile(p) for p in paths):
+        return ""
+    return f"no kubeconfig: {f'KUBECONFIG={listed}' if listed else paths[0]} does not exist"
+
+
 def own_namespace() -> str:
     """The injector's namespace: POD_NAMESPACE, else the service-account file, else ''."""
     if os.environ.get("POD_NAMESPACE"):

@@ -23,10 +23,8 @@ import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from injector.core.settings import ConfigMapRef
+from injector.core.settings import ConfigMapRef, missing_kubeconfig
 from injector.core.store import Reload, TemplateSet
-
-KUBECONFIG_DEFAULT = "~/.kube/config"  # where kubectl looks when $KUBECONFIG is unset
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,25 +94,16 @@ async def api_client_for(server: str = "") -> client.ApiClient:
         elif os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
-            _check_kubeconfig_exists()
+            missing = missing_kubeconfig()
+            if missing:
+                raise ValueError(
+                    f"{missing}. Point at a cluster with KUBECONFIG=FILE, or --kube-api-server "
+                    "URL (e.g. http://127.0.0.1:8001 from kubectl proxy), or run inside the cluster"
+                )
             await config.load_kube_config(client_configuration=configuration)
     except config.ConfigException as exc:
         raise ValueError(f"cannot load the Kubernetes client config: {exc}") from exc
     return client.ApiClient(configuration=configuration)
-
-
-def _check_kubeconfig_exists() -> None:
-    """ValueError saying how to point at a cluster when no kubeconfig file exists, where
-    kubectl would look ($KUBECONFIG's files, else ~/.kube/config)."""
-    listed = os.environ.get("KUBECONFIG", "")
-    paths = [p for p in listed.split(os.pathsep) if p] or [os.path.expanduser(KUBECONFIG_DEFAULT)]
-    if not any(os.path.isfile(p) for p in paths):
-        where = f"KUBECONFIG={listed}" if listed else paths[0]
-        raise ValueError(
-            f"no kubeconfig: {where} does not exist. Point at a cluster with KUBECONFIG=FILE, "
-            "or --kube-api-server URL (e.g. http://127.0.0.1:8001 from kubectl proxy), "
-            "or run inside the cluster"
-        )
 
 
 class ConfigMapSource:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from injector.core.template import load_template
 from tests.support.cli import cli
 from tests.support.helpers import ADMISSION, DEFAULT_TEMPLATE, MANIFESTS, ROOT, SHIPPED_IMAGE
 
@@ -260,14 +261,41 @@ def test_inject_names_the_file_and_the_place_of_an_error(tmp_path: Path) -> None
     broken.write_text("kind: Pod\nmetadata: [\n")
     result = cli("inject", "-f", str(broken))
     assert result.returncode == 1
-    assert result.stderr.startswith(f"mesher-injector inject: error: {broken}:3:1: not valid YAML")
+    assert result.stderr.splitlines()[-1].startswith(
+        f"mesher-injector inject: error: {broken}:3:1: not valid YAML"
+    )
     shapeless = (
         (MANIFESTS / "deployment.yaml")
         .read_text()
         .replace("      containers:\n", "      containers: nope\n      x:\n")
     )
     result = cli("inject", "-f", "-", stdin=shapeless)
-    assert result.stderr == (
+    assert result.stderr.splitlines()[-1] == (
         "mesher-injector inject: error: document 1 (Deployment/server-mesher): its pod template "
-        "is not valid: spec.containers must be a non-empty list of objects\n"
+        "is not valid: spec.containers must be a non-empty list of objects"
     )
+
+
+def test_inject_says_which_template_it_uses(tmp_path: Path) -> None:
+    deployment = str(MANIFESTS / "deployment.yaml")
+    revision = load_template(DEFAULT_TEMPLATE.read_text()).revision
+    no_cluster = cli("inject", "-f", deployment)
+    assert no_cluster.stderr.splitlines()[0] == (
+        f"template: the embedded default, {DEFAULT_TEMPLATE} (no kubeconfig: "
+        f"KUBECONFIG={ROOT / '.no-kubeconfig'} does not exist), revision {revision}"
+    )
+    named = cli("inject", "-f", deployment, "--template-file", str(DEFAULT_TEMPLATE))
+    assert named.stderr.splitlines()[0] == f"template: file {DEFAULT_TEMPLATE}, revision {revision}"
+    assert named.stdout == no_cluster.stdout
+    unreachable = tmp_path / "kubeconfig"
+    unreachable.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {}}]\n"
+    )
+    result = cli("inject", "-f", deployment, env={"KUBECONFIG": str(unreachable)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0].startswith(
+        f"template: the embedded default, {DEFAULT_TEMPLATE} (cannot reach the API server: "
+    )
+    assert result.stdout == no_cluster.stdout

@@ -365,3 +365,40 @@ def test_forbidden_and_no_api_server_are_one_line_errors_with_exit_2(
     assert unreachable.returncode == 2
     assert "cannot reach the API server" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+
+
+def _compared(pod: Json) -> list[tuple[str, str, list[object], list[object], list[object]]]:
+    """What inject and the webhook must agree on, beyond what the API server defaults:
+    each container's name, image, command, env (name and value) and ports."""
+    return [
+        (
+            c["name"],
+            c["image"],
+            c.get("command", []),
+            [(e["name"], e.get("value") or "") for e in c.get("env", [])],  # "" is omitted
+            [(p.get("name"), p["containerPort"]) for p in c.get("ports", [])],
+        )
+        for c in [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]
+    ]
+
+
+async def test_inject_uses_the_live_template_and_gives_the_pod_the_webhook_gives(
+    kube: Kube, labelled_namespace: str, live: Live, tmp_path: Path
+) -> None:
+    live.put_template(EDIT)
+    asking = manifests.pod("by-hand", annotations=ASK)
+    asking["metadata"]["namespace"] = labelled_namespace
+    (tmp_path / "pod.json").write_text(json.dumps(asking))
+
+    result = live.cli("inject", "-f", str(tmp_path / "pod.json"))
+    admitted = await kube.create(f"/api/v1/namespaces/{labelled_namespace}/pods", asking)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"template: configmap {CONFIGMAP} (the cluster's), revision {revision_of(EDIT)}"
+    )
+    injected = json.loads(result.stdout)  # JSON in, JSON out
+    assert injected["metadata"]["annotations"][REVISION] == revision_of(EDIT)
+    assert admitted["metadata"]["annotations"][REVISION] == revision_of(EDIT)
+    assert _compared(injected) == _compared(admitted)
+    assert "mesher" in [name for name, *_ in _compared(injected)]

@@ -21,6 +21,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from injector.core.settings import Settings
+from injector.kube.configmap import open_configmap_source
 from injector.obs import logs
 from injector.web.server import Server
 from tests.support.helpers import ADMISSION
@@ -65,7 +66,8 @@ async def run(rounds: int = 50) -> str:
                 template_source="configmap",
                 configmap=f"{NAMESPACE}/{NAME}",
                 kube_api_server=str(api_server.make_url("")).rstrip("/"),
-            )
+            ),
+            open_watch=open_configmap_source,
         )
         await server.start()
         store = server.injector.store

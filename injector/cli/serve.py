@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from injector.cli.flags import (
     CliError,
@@ -22,6 +22,9 @@ from injector.cli.flags import (
 from injector.core import limits
 from injector.core.settings import Settings, env_name
 from injector.obs import logs
+
+if TYPE_CHECKING:
+    from injector.web.server import OpenWatch
 
 
 def add_parser(sub: Any) -> None:
@@ -151,6 +154,16 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def _open_watch(settings: Settings) -> OpenWatch | None:
+    """The ConfigMap watch for --template-source configmap (kubernetes_asyncio, a third
+    of the start-up, only then)."""
+    if settings.template_source != "configmap":
+        return None
+    from injector.kube.configmap import open_configmap_source
+
+    return open_configmap_source
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from injector.web.server import serve  # aiohttp only when serving
 
@@ -189,7 +202,7 @@ def run_serve(args: argparse.Namespace) -> int:
     logs.configure(log_format=settings.log_format, level=settings.log_level)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(settings))
+            runner.run(serve(settings, open_watch=_open_watch(settings)))
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot serve: {exc}") from exc
     return 0

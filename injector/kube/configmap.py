@@ -16,7 +16,7 @@ import json
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -25,31 +25,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from injector.core.settings import ConfigMapRef, missing_kubeconfig
 from injector.core.store import Reload, TemplateSet
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Jittered exponential backoff, as a value so it is tested without sleeping."""
-
-    base: float = 0.25
-    cap: float = 30.0
-
-    def delay(self, failures: int, jitter: float) -> float:
-        """Seconds to wait after `failures` consecutive failures; jitter in [0, 1)."""
-        if failures <= 0:
-            return 0.0
-        ceiling = min(self.cap, self.base * float(2 ** (failures - 1)))
-        return ceiling * (0.5 + jitter / 2)
-
-
-@dataclass(frozen=True, slots=True)
-class Restart:
-    """Why the watch restarts, and how: list again or resume from the last version."""
-
-    reason: str
-    relist: bool
-    failed: bool
-    detail: str = ""
+from injector.core.watching import Backoff, Restart
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -106,6 +82,30 @@ async def api_client_for(server: str = "") -> client.ApiClient:
     return client.ApiClient(configuration=configuration)
 
 
+async def open_configmap_source(
+    *,
+    kube_api_server: str,
+    ref: ConfigMapRef,
+    store: TemplateSet,
+    report: Callable[[Reload], None],
+    on_restart: Callable[[Restart, float], None],
+    read_timeout: float,
+    watch_timeout: int,
+) -> ConfigMapSource:
+    """A source with an API client of its own (closed by `close`): what `serve` hands the
+    server for --template-source configmap."""
+    api = await api_client_for(kube_api_server)
+    return ConfigMapSource(
+        api=api,
+        ref=ref,
+        store=store,
+        report=report,
+        on_restart=on_restart,
+        read_timeout=read_timeout,
+        watch_timeout=watch_timeout,
+    )
+
+
 class ConfigMapSource:
     """Keeps the store fed from one ConfigMap. `run` loops until cancelled."""
 
@@ -123,6 +123,7 @@ class ConfigMapSource:
         backoff: Backoff | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
+        self.api = api
         self.v1 = client.CoreV1Api(api)
         self.ref = ref
         self.store = store
@@ -134,6 +135,9 @@ class ConfigMapSource:
         self.backoff = backoff or Backoff()
         self.jitter = jitter
         self.resource_version = ""
+
+    async def close(self) -> None:
+        await self.api.close()
 
     async def run(self) -> None:
         failures = 0

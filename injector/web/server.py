@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -20,6 +20,8 @@ from injector import __version__
 from injector.core import limits
 from injector.core.names import TEMPLATE_CONFIGMAP
 from injector.core.settings import ConfigMapRef, Settings, own_namespace
+from injector.core.store import Reload, TemplateSet
+from injector.core.watching import Restart
 from injector.obs.metrics import Metrics
 from injector.web.admin import admin_app
 from injector.web.guard import listen
@@ -28,8 +30,30 @@ from injector.web.template_file import FileSource
 from injector.web.tls import CertificateRefused, ReloadingTls, write_self_signed
 from injector.web.webhook import webhook_server
 
-if TYPE_CHECKING:  # kubernetes_asyncio is imported only to watch a ConfigMap
-    from kubernetes_asyncio.client import ApiClient
+
+class TemplateWatch(Protocol):
+    """A watch keeping the store current (kube/configmap.py's ConfigMapSource)."""
+
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class OpenWatch(Protocol):
+    """Opens the ConfigMap watch (kube/configmap.open_configmap_source): `serve` hands
+    it over, so the serving process never imports the cluster client itself."""
+
+    async def __call__(
+        self,
+        *,
+        kube_api_server: str,
+        ref: ConfigMapRef,
+        store: TemplateSet,
+        report: Callable[[Reload], None],
+        on_restart: Callable[[Restart, float], None],
+        read_timeout: float,
+        watch_timeout: int,
+    ) -> TemplateWatch: ...
 
 
 def _template_ref(settings: Settings, namespace: str) -> ConfigMapRef:
@@ -55,8 +79,16 @@ async def _every(interval: float, step: Callable[[], None], log: Any) -> None:
 class Server:
     """Both listeners and the background watchers; `start` then `stop`."""
 
-    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        open_watch: OpenWatch | None = None,
+    ) -> None:
+        """`open_watch` opens the ConfigMap watch for --template-source configmap."""
         self.settings = settings
+        self._open_watch = open_watch
         excluded = settings.excluded_namespaces
         namespace = own_namespace()
         if namespace:
@@ -71,7 +103,7 @@ class Server:
         self._temp_dir: Path | None = None
         self._runners: list[web.BaseRunner] = []
         self._listener: asyncio.Server | None = None
-        self._api: ApiClient | None = None
+        self._watch: TemplateWatch | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.admin_port = 0
@@ -124,12 +156,11 @@ class Server:
             poll_template_file()
             return lambda: _every(s.reload_interval, poll_template_file, injector.log)
         if s.template_source == "configmap":
-            from injector.kube.configmap import ConfigMapSource, api_client_for
-
+            if self._open_watch is None:
+                raise ValueError("--template-source configmap needs the cluster client")
             ref = injector.template_ref
-            self._api = await api_client_for(s.kube_api_server)
-            watcher = ConfigMapSource(
-                api=self._api,
+            watcher = self._watch = await self._open_watch(
+                kube_api_server=s.kube_api_server,
                 ref=ref,
                 store=injector.store,
                 report=injector.report_reload,
@@ -218,14 +249,14 @@ class Server:
             self._listener.close()  # no new connections; the runner finishes the open ones
         for runner in reversed(self._runners):
             await runner.cleanup()
-        if self._api is not None:
-            await self._api.close()
+        if self._watch is not None:
+            await self._watch.close()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 
 
-async def serve(settings: Settings) -> None:
-    server = Server(settings)
+async def serve(settings: Settings, *, open_watch: OpenWatch | None = None) -> None:
+    server = Server(settings, open_watch=open_watch)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

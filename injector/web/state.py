@@ -10,11 +10,11 @@ from injector.core import limits
 from injector.core.limits import clip
 from injector.core.settings import ConfigMapRef
 from injector.core.store import Reload, TemplateSet
+from injector.core.watching import Restart
 from injector.obs import logs
 from injector.obs.metrics import Metrics
 
-if TYPE_CHECKING:  # kubernetes_asyncio is imported only to watch a ConfigMap
-    from injector.kube.configmap import Restart
+if TYPE_CHECKING:
     from injector.web.tls import ReloadingTls, TlsReload
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 
 from injector.core.settings import Settings
+from injector.kube.configmap import open_configmap_source
 from injector.web.server import Server
 from tests.support.helpers import DEFAULT_TEMPLATE
 
@@ -49,7 +50,7 @@ async def start_server(tmp_path: Path, **overrides: object) -> tuple[Server, Pat
     }
     options.update(overrides)
     settings = Settings(**options)  # type: ignore[arg-type]
-    server = Server(settings)
+    server = Server(settings, open_watch=open_configmap_source)  # as serve hands it over
     await server.start()
     return server, template_file
 

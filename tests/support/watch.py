@@ -13,7 +13,8 @@ from kubernetes_asyncio import client
 
 from injector.core.settings import ConfigMapRef
 from injector.core.store import Reload, TemplateSet
-from injector.kube.configmap import Backoff, ConfigMapSource, Restart
+from injector.core.watching import Backoff, Restart
+from injector.kube.configmap import ConfigMapSource
 from tests.support.kube_api import NAME, NAMESPACE, KubeApi
 
 REF = ConfigMapRef(namespace=NAMESPACE, name=NAME)

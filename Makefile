@@ -44,13 +44,16 @@ controlplane:
 
 test: lint types unit
 
-# deploy/e2e.sh against the cluster in $KUBECONFIG; with none, against the e2e tests' own
-# control plane (tests/e2e/test_install.py runs it there after a fresh install).
+# deploy/e2e.sh against the cluster in $KUBECONFIG (its output as it goes: it first says
+# which cluster and what it will touch); with none, against the e2e tests' own control
+# plane (tests/e2e/test_install.py runs it there, on an install and on a bare cluster).
 e2e: $(STAMP) controlplane
-	@out=$$(bash deploy/e2e.sh); rc=$$?; echo "$$out"; \
-	if echo "$$out" | grep -q '^skipped: no cluster'; then \
+	@log=$$(mktemp); \
+	bash -o pipefail -c 'bash deploy/e2e.sh | tee "$$0"' "$$log"; rc=$$?; \
+	skipped=$$(grep -c '^skipped: no cluster' "$$log"); rm -f "$$log"; \
+	if [ "$$skipped" != 0 ]; then \
 		echo "running deploy/e2e.sh on a loopback control plane instead"; \
-		$(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_install.py -k verify_steps; \
+		$(BIN)/pytest -q -p no:cacheprovider tests/e2e/test_install.py -k e2e_sh; \
 	else exit $$rc; fi
 
 image:

@@ -7,6 +7,13 @@
 #   ROTATE=1 deploy/install.sh          issue a new CA and serving cert, with no failed admission
 #   RESET_TEMPLATE=1 deploy/install.sh  also reset the template ConfigMap to the shipped default
 #   IMAGE=registry/mesher-injector:tag deploy/install.sh   the injector image to run
+#   NAMESPACE=mesh-tools deploy/install.sh   install into another namespace (default
+#                                       mesher-system): the Secret, the certificate's
+#                                       names, the template ConfigMap, the webhooks'
+#                                       Service and namespace selectors follow it
+#
+# It refuses to touch an install whose webhooks call another namespace, or get their CA
+# from cert-manager (deploy/cert-manager/: upgrade that one with kubectl apply -k).
 #
 # MESHER_INJECTOR: the CLI to run `certs` with (default: .venv/bin/mesher-injector, then
 # mesher-injector on PATH). KUBECTL: kubectl to use. TIMEOUT: for each wait (default 180s).
@@ -17,7 +24,9 @@
 # pod is gone, the caBundle trusts the new CA only.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-ns=mesher-system
+ns=${NAMESPACE:-mesher-system}
+# deploy/ names this namespace; the overlays below replace it with $ns.
+shipped_ns=mesher-system
 secret=mesher-injector-tls
 deployment=deployment/mesher-injector
 selector=app.kubernetes.io/name=mesher-injector
@@ -26,6 +35,10 @@ timeout=${TIMEOUT:-180s}
 cli=${MESHER_INJECTOR:-}
 if [ -z "$cli" ]; then
   if [ -x "$here/../.venv/bin/mesher-injector" ]; then cli="$here/../.venv/bin/mesher-injector"; else cli=mesher-injector; fi
+fi
+if ! [[ $ns =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || [ ${#ns} -gt 63 ]; then
+  echo "NAMESPACE=$ns is not a namespace name (lower-case letters, digits and '-', at most 63)" >&2
+  exit 2
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -41,40 +54,44 @@ set_ca_bundle() {
   done
 }
 
-"$kubectl" apply -f "$here/base/namespace.yaml"
-
-# 1. The template ConfigMap is the admin's once it exists.
-if "$kubectl" -n "$ns" get configmap mesher-sidecar-template >/dev/null 2>&1; then
-  if [ "${RESET_TEMPLATE:-0}" = 1 ]; then
-    "$kubectl" replace -k "$here/template"
-    echo "reset the template ConfigMap to the shipped default"
-  else
-    echo "keeping the template ConfigMap $ns/mesher-sidecar-template (RESET_TEMPLATE=1 resets it)"
-  fi
-else
-  "$kubectl" create -k "$here/template"
+# One install per cluster: the webhook configurations are cluster-wide and call one Service.
+installed_ns=$("$kubectl" get mutatingwebhookconfiguration mesher-injector \
+  -o jsonpath='{.webhooks[0].clientConfig.service.namespace}' 2>/dev/null || true)
+if [ -n "$installed_ns" ] && [ "$installed_ns" != "$ns" ]; then
+  echo "mesher-injector is installed in namespace $installed_ns (its webhooks call it there):" \
+    "run with NAMESPACE=$installed_ns, or uninstall it first (README, Uninstall)" >&2
+  exit 1
 fi
 
-# 2. The serving certificate: reuse the Secret, or issue a new pair (not applied yet).
-new_secret=""
-if "$kubectl" -n "$ns" get secret "$secret" >/dev/null 2>&1 && [ "${ROTATE:-0}" != 1 ]; then
-  echo "reusing Secret $ns/$secret (ROTATE=1 to issue a new one)"
-  target=$("$kubectl" -n "$ns" get secret "$secret" -o jsonpath='{.data.ca\.crt}')
-else
-  "$cli" certs --service mesher-injector --namespace "$ns" --secret-name "$secret" -o "$work/certs"
-  new_secret="$work/certs/secret.yaml"
-  target=$(cat "$work/certs/cabundle")
+# An install by deploy/cert-manager/ gets its certificate and caBundle from cert-manager.
+ca_from=$("$kubectl" get mutatingwebhookconfiguration mesher-injector \
+  -o jsonpath='{.metadata.annotations.cert-manager\.io/inject-ca-from}' 2>/dev/null || true)
+if [ -n "$ca_from" ]; then
+  echo "mesher-injector's certificate comes from cert-manager ($ca_from): upgrade it with" \
+    "kubectl apply -k deploy/cert-manager/ (or your overlay of it), not install.sh" >&2
+  exit 1
 fi
-current=$("$kubectl" get mutatingwebhookconfiguration mesher-injector \
-  -o jsonpath='{.webhooks[0].clientConfig.caBundle}' 2>/dev/null || true)
 
-# 3. The manifests, with IMAGE as a kustomize images: override, before anything waits.
-mkdir -p "$work/overlay"
+# The overlays: deploy/ and deploy/template/ moved to $ns (the webhooks' Service and
+# RoleBinding subjects follow kustomize's namespace; both webhooks' namespace selectors
+# name it too: `test` makes a reordered list fail here rather than exclude the wrong one),
+# and IMAGE as a kustomize images: override, applied before anything waits.
+relative() { realpath --relative-to="$work/$1" "$2"; }
+mkdir -p "$work/overlay" "$work/template"
 {
   echo "apiVersion: kustomize.config.k8s.io/v1beta1"
   echo "kind: Kustomization"
+  echo "namespace: $ns"
   echo "resources:"
-  echo "  - $(realpath --relative-to="$work/overlay" "$here")"
+  echo "  - $(relative overlay "$here")"
+  echo "patches:"
+  for hook in MutatingWebhookConfiguration:2 ValidatingWebhookConfiguration:0; do
+    path=/webhooks/0/namespaceSelector/matchExpressions/0/values/${hook#*:}
+    echo "  - target: {kind: ${hook%:*}, name: mesher-injector}"
+    echo "    patch: |-"
+    echo "      - {op: test, path: $path, value: $shipped_ns}"
+    echo "      - {op: replace, path: $path, value: $ns}"
+  done
   if [ -n "${IMAGE:-}" ]; then
     # name[:tag] or name@digest; a registry port (host:5000/name) is not a tag.
     name=$IMAGE tag="" digest=""
@@ -90,6 +107,43 @@ mkdir -p "$work/overlay"
     if [ -n "$digest" ]; then echo "    digest: $digest"; fi
   fi
 } > "$work/overlay/kustomization.yaml"
+{
+  echo "apiVersion: kustomize.config.k8s.io/v1beta1"
+  echo "kind: Kustomization"
+  echo "namespace: $ns"
+  echo "resources:"
+  echo "  - $(relative template "$here/template")"
+} > "$work/template/kustomization.yaml"
+
+"$kubectl" create namespace "$ns" --dry-run=client -o yaml | "$kubectl" apply -f -
+
+# 1. The template ConfigMap is the admin's once it exists.
+if "$kubectl" -n "$ns" get configmap mesher-sidecar-template >/dev/null 2>&1; then
+  if [ "${RESET_TEMPLATE:-0}" = 1 ]; then
+    "$kubectl" replace -k "$work/template"
+    echo "reset the template ConfigMap to the shipped default"
+  else
+    echo "keeping the template ConfigMap $ns/mesher-sidecar-template (RESET_TEMPLATE=1 resets it)"
+  fi
+else
+  "$kubectl" create -k "$work/template"
+fi
+
+# 2. The serving certificate, for mesher-injector.$ns.svc: reuse the Secret, or issue a
+# new pair (not applied yet).
+new_secret=""
+if "$kubectl" -n "$ns" get secret "$secret" >/dev/null 2>&1 && [ "${ROTATE:-0}" != 1 ]; then
+  echo "reusing Secret $ns/$secret (ROTATE=1 to issue a new one)"
+  target=$("$kubectl" -n "$ns" get secret "$secret" -o jsonpath='{.data.ca\.crt}')
+else
+  "$cli" certs --service mesher-injector --namespace "$ns" --secret-name "$secret" -o "$work/certs"
+  new_secret="$work/certs/secret.yaml"
+  target=$(cat "$work/certs/cabundle")
+fi
+current=$("$kubectl" get mutatingwebhookconfiguration mesher-injector \
+  -o jsonpath='{.webhooks[0].clientConfig.caBundle}' 2>/dev/null || true)
+
+# 3. The manifests (the overlay above).
 if [ -z "$current" ] || [ "$current" = "$target" ]; then
   # First install, or nothing to rotate: the Secret can change at once.
   if [ -n "$new_secret" ]; then "$kubectl" apply -f "$new_secret"; fi
@@ -113,4 +167,4 @@ else
   set_ca_bundle "$target"
   echo "every injector serves the new certificate: caBundle trusts the new CA only"
 fi
-echo "mesher-injector is installed; label a namespace: kubectl label namespace NAME sidecar-injector=enabled"
+echo "mesher-injector is installed in namespace $ns; label a namespace: kubectl label namespace NAME sidecar-injector=enabled"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -105,6 +106,7 @@ def kustomize(folder: Path) -> list[dict[str, Any]]:
         ("deploy/cert-manager", {"Issuer", "Certificate", "MutatingWebhookConfiguration"}),
         ("deploy/template", {"ConfigMap"}),
         ("deploy/examples", {"Namespace", "Deployment", "Service", "Job"}),
+        ("deploy/examples/pilot", {"Deployment", "Service"}),
     ],
 )
 def test_kustomize_builds(folder: str, expected: set[str]) -> None:
@@ -118,40 +120,30 @@ def test_kustomize_builds(folder: str, expected: set[str]) -> None:
         assert configmap["data"]["template.yaml"] == DEFAULT_TEMPLATE.read_text()
 
 
-OTHER_NAMESPACE_OVERLAY = """\
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-namespace: mesh-tools
-resources:
-  - {deploy}
-patches:
-  - target:
-      kind: MutatingWebhookConfiguration
-      name: mesher-injector
-    patch: |-
-      - op: replace
-        path: /webhooks/0/namespaceSelector/matchExpressions/0/values/2
-        value: mesh-tools
-  - target:
-      kind: ValidatingWebhookConfiguration
-      name: mesher-injector
-    patch: |-
-      - op: replace
-        path: /webhooks/0/namespaceSelector/matchExpressions/0/values/0
-        value: mesh-tools
-"""
+README = ROOT / "README.md"
+
+
+def readme_overlay(tmp_path: Path, first_line: str) -> Path:
+    """The README's kustomization that starts with `first_line` (`# NAME/kustomization.yaml`),
+    written to tmp_path/NAME with its `../deploy/` made this checkout's deploy/."""
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    (block,) = [b for b in blocks if b.startswith(first_line)]
+    folder = tmp_path / first_line.removeprefix("# ").split("/")[0]
+    folder.mkdir()
+    deploy = os.path.relpath(DEPLOY, folder)
+    (folder / "kustomization.yaml").write_text(block.replace("../deploy/", f"{deploy}/"))
+    return folder
 
 
 @KUBECTL
-def test_an_overlay_into_another_namespace_is_consistent(tmp_path: Path) -> None:
-    """The README's overlay: everything lands in mesh-tools, the injector finds its
-    ConfigMap there (the pod's own namespace), the webhook calls the Service there and
-    excludes mesh-tools instead of mesher-system."""
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    deploy = os.path.relpath(DEPLOY, overlay)
-    (overlay / "kustomization.yaml").write_text(OTHER_NAMESPACE_OVERLAY.format(deploy=deploy))
-    built = kustomize(overlay)
+def test_the_readmes_cert_manager_overlay_moves_everything_to_another_namespace(
+    tmp_path: Path,
+) -> None:
+    """The README's overlay of deploy/cert-manager/ into mesh-tools: every object lands
+    there, the webhooks call the Service there and exclude (or, for the template, select)
+    mesh-tools instead of mesher-system, cert-manager issues the certificate for the
+    Service's names there and injects its CA, and the injector finds its ConfigMap there."""
+    built = kustomize(readme_overlay(tmp_path, "# my-install/kustomization.yaml"))
     for doc in built:
         if doc["kind"] == "Namespace":
             assert doc["metadata"]["name"] == "mesh-tools"
@@ -160,22 +152,69 @@ def test_an_overlay_into_another_namespace_is_consistent(tmp_path: Path) -> None
     (binding,) = [d for d in built if d["kind"] == "RoleBinding"]
     assert binding["subjects"][0]["namespace"] == "mesh-tools"
     (webhook,) = [d for d in built if d["kind"] == "MutatingWebhookConfiguration"]
-    (hook,) = webhook["webhooks"]
-    assert hook["clientConfig"]["service"]["namespace"] == "mesh-tools"
-    (excluded,) = hook["namespaceSelector"]["matchExpressions"]
+    (validating,) = [d for d in built if d["kind"] == "ValidatingWebhookConfiguration"]
+    for configuration in (webhook, validating):
+        (hook,) = configuration["webhooks"]
+        assert hook["clientConfig"]["service"]["namespace"] == "mesh-tools"
+        annotations = configuration["metadata"]["annotations"]
+        assert annotations["cert-manager.io/inject-ca-from"] == "mesh-tools/mesher-injector-serving"
+    (excluded,) = webhook["webhooks"][0]["namespaceSelector"]["matchExpressions"]
     assert excluded["values"] == ["kube-system", "kube-public", "mesh-tools"]
+    (selected,) = validating["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+    assert selected["values"] == ["mesh-tools"]
+    (serving,) = [
+        d
+        for d in built
+        if d["kind"] == "Certificate" and d["metadata"]["name"] == "mesher-injector-serving"
+    ]
+    assert serving["spec"]["dnsNames"] == service_dns_names("mesher-injector", "mesh-tools")
     (deployment,) = [d for d in built if d["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    pod = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == serving["spec"]["secretName"]
+    (container,) = pod["containers"]
+    assert container["image"] == "REGISTRY/mesher-injector:0.1.0"
     args = build_parser().parse_args(container["args"])
     assert args.configmap == ""  # the ConfigMap is looked up in the pod's own namespace
     ref = ConfigMapRef.parse(args.configmap, default_namespace="mesh-tools")
     assert (ref.namespace, ref.name) == ("mesh-tools", "mesher-sidecar-template")
-    assert "mesher-system" not in yaml.safe_dump(deployment)
-    (validating,) = [d for d in built if d["kind"] == "ValidatingWebhookConfiguration"]
-    (check,) = validating["webhooks"]
-    assert check["clientConfig"]["service"]["namespace"] == "mesh-tools"
-    assert check["namespaceSelector"]["matchExpressions"][0]["values"] == ["mesh-tools"]
     assert "mesher-system" not in yaml.safe_dump(built)
+    (template,) = kustomize(readme_overlay(tmp_path, "# my-template/kustomization.yaml"))
+    assert template["metadata"] == {
+        "name": "mesher-sidecar-template",
+        "namespace": "mesh-tools",
+        "labels": {"app.kubernetes.io/part-of": "mesher-injector"},
+    }
+
+
+@KUBECTL
+def test_the_readmes_monitoring_overlay_labels_what_kube_prometheus_stack_selects(
+    tmp_path: Path,
+) -> None:
+    built = kustomize(readme_overlay(tmp_path, "# my-monitoring/kustomization.yaml"))
+    selected = [d for d in built if d["kind"] in ("ServiceMonitor", "PrometheusRule")]
+    assert {d["kind"] for d in selected} == {"ServiceMonitor", "PrometheusRule"}
+    for doc in selected:
+        assert doc["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    (monitor,) = [d for d in selected if d["kind"] == "ServiceMonitor"]
+    (metrics,) = [
+        d for d in docs(BASE / "service.yaml") if d["metadata"]["name"] == "mesher-injector-metrics"
+    ]
+    assert monitor["spec"]["selector"]["matchLabels"] == metrics["metadata"]["labels"]
+
+
+def test_install_sh_refuses_a_namespace_name_before_touching_the_cluster(tmp_path: Path) -> None:
+    touched = tmp_path / "touched"
+    kubectl = tmp_path / "kubectl"
+    kubectl.write_text(f"#!/bin/sh\ntouch {touched}\nexit 1\n")
+    kubectl.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "KUBECTL": str(kubectl), "NAMESPACE": "Mesh_Tools"}
+
+    result = run(["bash", str(DEPLOY / "install.sh")], env=env)
+
+    assert result.returncode == 2
+    assert "NAMESPACE=Mesh_Tools is not a namespace name" in result.stderr
+    assert not touched.exists()
 
 
 def test_the_template_configmap_equals_config() -> None:
@@ -337,6 +376,32 @@ def test_examples_are_injected_with_their_discovery_type(template: Template) -> 
                 d["metadata"].get("namespace") == "chassis"
                 for d in docs(DEPLOY / "examples" / folder / name)
             )
+
+
+@KUBECTL
+@pytest.mark.parametrize(
+    ("folder", "image"),
+    [("deploy/examples", "image"), ("deploy/examples/pilot", "pilotImage")],
+)
+def test_examples_run_mesher_from_the_template_value_they_need(
+    template: Template, folder: str, image: str
+) -> None:
+    """`kubectl apply -k deploy/examples/` needs only the published mesher image
+    (values.image); the Pilot pair, which needs an image you build (values.pilotImage),
+    is applied on its own."""
+    values = yaml.safe_load(DEFAULT_TEMPLATE.read_text())["values"]
+    built = yaml.safe_dump_all(kustomize(ROOT / folder))
+    out, reports = inject_documents(built, template)
+    assert reports
+    assert all(r.outcome.decision == "injected" for r in reports)
+    workloads = [d for d in yaml.safe_load_all(out) if d and d["kind"] in ("Deployment", "Job")]
+    assert len(workloads) == len(reports)
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        (mesher,) = [
+            c for c in pod["containers"] + pod.get("initContainers", []) if c["name"] == "mesher"
+        ]
+        assert mesher["image"] == values[image], workload["metadata"]["name"]
 
 
 def test_the_example_job_gets_a_native_sidecar(template: Template) -> None:

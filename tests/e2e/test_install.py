@@ -1,73 +1,77 @@
-"""deploy/install.sh end to end, on a control plane of the module's own (a fresh
-mesher-system): the injector's Deployment runs as local processes of our CLI on its pods'
-loopback addresses (tests/e2e/pod_runner.py), probed for readiness by the stand-in node,
-and the API server calls the webhooks through their Service's endpoints."""
+"""deploy/install.sh and deploy/e2e.sh end to end, on control planes of this module's own
+(a bare one per test first, then one installed into mesher-system for the rest): the
+injector's Deployment runs as local processes of our CLI on its pods' loopback addresses
+(tests/e2e/pod_runner.py), probed for readiness by the stand-in node, and the API server
+calls the webhooks through their Service's endpoints."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from injector.core.template import load_template
-from tests.e2e import manifests
+from injector.web.tls import service_dns_names
 from tests.e2e.controlplane import ControlPlane, find_binaries, running_control_plane
 from tests.e2e.injector import (
     DENIED_TEMPLATE,
     UNKNOWN_VARIABLE,
     kubectl_ok,
     wait_until_a_broken_template_is_refused,
+    wait_until_the_api_server_calls,
+)
+from tests.e2e.installing import (
+    E2E_OWNER,
+    WEBHOOK_KINDS,
+    a_users_workload,
+    assert_passed_and_cleaned_up,
+    assert_untouched,
+    create_pod,
+    get,
+    gone_or_going,
+    install,
+    opt_in,
+    run_e2e_script,
+    serving_names,
+    template_data,
 )
 from tests.e2e.manifests import (
-    ASK,
     INJECTION_LABEL,
     INJECTOR_NAMESPACE,
-    TEMPLATE_CONFIGMAP,
     container_names,
     template_configmap,
 )
-from tests.support.helpers import DEFAULT_TEMPLATE, ROOT, bump
+from tests.support.helpers import DEFAULT_TEMPLATE, bump
 
 pytestmark = pytest.mark.e2e
 
-INSTALL = ROOT / "deploy" / "install.sh"
 APP = "meshed"
 RELOAD_LIMIT = 20.0
 SELECTOR = "app.kubernetes.io/name=mesher-injector"
+# Another namespace for the injector.
+ELSEWHERE = "mesh-tools"
+DEFAULT_REVISION = load_template(DEFAULT_TEMPLATE.read_text()).revision
+# What deploy/install.sh makes in the injector's namespace, besides the template ConfigMap.
+INSTALLED_OBJECTS = (
+    "deployment/mesher-injector",
+    "service/mesher-injector",
+    "service/mesher-injector-metrics",
+    "serviceaccount/mesher-injector",
+    "role/mesher-injector",
+    "rolebinding/mesher-injector",
+    "poddisruptionbudget/mesher-injector",
+    "networkpolicy/mesher-injector",
+    "secret/mesher-injector-tls",
+)
 
 
-def install(plane: ControlPlane, **env: str) -> subprocess.CompletedProcess[str]:
-    """deploy/install.sh with our kubectl on `plane` and this checkout's CLI."""
-    return subprocess.run(
-        ["bash", str(INSTALL)],
-        env={
-            **os.environ,
-            "KUBECONFIG": str(plane.kubeconfig),
-            "KUBECTL": str(plane.bin_dir / "kubectl"),
-            "MESHER_INJECTOR": str(ROOT / ".venv" / "bin" / "mesher-injector"),
-            "TIMEOUT": "60s",
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def create_pod(plane: ControlPlane, name: str) -> subprocess.CompletedProcess[str]:
-    pod = manifests.pod(name, annotations=ASK)
-    return plane.kubectl("create", "-n", APP, "-o", "json", "-f", "-", stdin=json.dumps(pod))
-
-
-def injected_revision(plane: ControlPlane, name: str) -> str:
-    created = create_pod(plane, name)
+def injected_revision(plane: ControlPlane, name: str, namespace: str = APP) -> str:
+    created = create_pod(plane, name, namespace)
     assert created.returncode == 0, created.stderr
     pod = json.loads(created.stdout)
     assert container_names(pod) == ["app", "mesher"]
@@ -76,11 +80,68 @@ def injected_revision(plane: ControlPlane, name: str) -> str:
 
 
 def stored_template(plane: ControlPlane) -> str:
-    found = kubectl_ok(
-        plane, "get", "configmap", "-n", INJECTOR_NAMESPACE, TEMPLATE_CONFIGMAP, "-o", "json"
-    )
-    text: str = json.loads(found)["data"]["template.yaml"]
-    return text
+    return template_data(plane)["template.yaml"]
+
+
+@pytest.fixture
+def bare_plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    """A fresh control plane with no injector. Function-scoped, and its tests come first
+    in this module, so it never runs beside `installed`'s."""
+    with running_control_plane(tmp_path / "bare-plane", find_binaries()) as plane:
+        yield plane
+
+
+def test_an_install_into_another_namespace_injects_through_the_service_there(
+    bare_plane: ControlPlane,
+) -> None:
+    installed = install(bare_plane, NAMESPACE=ELSEWHERE)
+
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert f"mesher-injector is installed in namespace {ELSEWHERE}" in installed.stdout
+    assert get(bare_plane, "namespace", INJECTOR_NAMESPACE) is None
+    secret = get(bare_plane, "secret", "mesher-injector-tls", "-n", ELSEWHERE)
+    assert secret is not None
+    assert serving_names(secret) == service_dns_names("mesher-injector", ELSEWHERE)
+    for kind in WEBHOOK_KINDS:
+        configuration = get(bare_plane, kind, "mesher-injector")
+        assert configuration is not None
+        (hook,) = configuration["webhooks"]
+        assert hook["clientConfig"]["service"]["namespace"] == ELSEWHERE
+        assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+        (names,) = hook["namespaceSelector"]["matchExpressions"]
+        assert ELSEWHERE in names["values"]
+        assert INJECTOR_NAMESPACE not in names["values"]
+    assert template_data(bare_plane, ELSEWHERE) == {"template.yaml": DEFAULT_TEMPLATE.read_text()}
+    # The API server calls the injector at mesher-injector.ELSEWHERE.svc and trusts it.
+    opt_in(bare_plane, APP)
+    wait_until_the_api_server_calls(bare_plane, APP)
+    assert injected_revision(bare_plane, "elsewhere") == DEFAULT_REVISION
+    # The template's validating webhook follows, and the injector's own namespace is never
+    # sent, even labelled.
+    wait_until_a_broken_template_is_refused(bare_plane, ELSEWHERE)
+    kubectl_ok(bare_plane, "label", "namespace", ELSEWHERE, f"{INJECTION_LABEL}=enabled")
+    own = create_pod(bare_plane, "in-the-injectors-namespace", ELSEWHERE)
+    assert own.returncode == 0, own.stderr
+    assert container_names(json.loads(own.stdout)) == ["app"]
+
+
+def test_deploy_e2e_sh_on_a_bare_cluster_removes_its_install_but_never_the_template(
+    bare_plane: ControlPlane,
+) -> None:
+    users = a_users_workload(bare_plane)
+
+    result = run_e2e_script(bare_plane, NAMESPACE=ELSEWHERE)
+
+    announced = assert_passed_and_cleaned_up(bare_plane, result)
+    assert f"mesher-injector in namespace {ELSEWHERE}, not installed" in announced
+    assert_untouched(bare_plane, users)
+    for kind in WEBHOOK_KINDS:
+        assert get(bare_plane, kind, "mesher-injector") is None
+    for installed in INSTALLED_OBJECTS:
+        assert gone_or_going(get(bare_plane, installed, "-n", ELSEWHERE)), installed
+    assert not gone_or_going(get(bare_plane, "namespace", ELSEWHERE))
+    # the template it created stays, and holds the text it had before the edit e2e.sh made
+    assert template_data(bare_plane, ELSEWHERE) == {"template.yaml": DEFAULT_TEMPLATE.read_text()}
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +150,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane
     with running_control_plane(tmp_path_factory.mktemp("install-plane"), find_binaries()) as plane:
         first = install(plane)
         assert first.returncode == 0, first.stdout + first.stderr
-        kubectl_ok(plane, "create", "namespace", APP)
-        kubectl_ok(plane, "label", "namespace", APP, f"{INJECTION_LABEL}=enabled")
+        opt_in(plane, APP)
         yield plane
 
 
@@ -99,7 +159,7 @@ def test_a_fresh_install_injects_pods_through_the_injectors_service(
 ) -> None:
     revision = injected_revision(installed, "first")
 
-    assert revision == load_template(DEFAULT_TEMPLATE.read_text()).revision
+    assert revision == DEFAULT_REVISION
     deployment = json.loads(
         kubectl_ok(
             installed, "get", "-n", INJECTOR_NAMESPACE, "deployment/mesher-injector", "-o", "json"
@@ -182,7 +242,7 @@ def test_rotate_issues_a_new_ca_with_no_failed_pod_creation_meanwhile(
         for n in itertools.count():
             if stop.is_set():
                 return
-            created = create_pod(installed, f"rotating-{n}")
+            created = create_pod(installed, f"rotating-{n}", APP)
             if created.returncode != 0:
                 outcomes.append(created.stderr.strip())
             else:
@@ -256,24 +316,82 @@ def test_an_install_with_another_image_rolls_the_injectors_onto_it(
     assert injected_revision(installed, f"upgraded-{len(before)}-{time.monotonic_ns()}") != ""
 
 
-def test_the_readmes_verify_steps_pass_as_deploy_e2e_sh_runs_them(installed: ControlPlane) -> None:
-    # Last in this module: e2e.sh ends by deleting what it installed.
-    result = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "e2e.sh")],
-        env={
-            **os.environ,
-            "KUBECONFIG": str(installed.kubeconfig),
-            "KUBECTL": str(installed.bin_dir / "kubectl"),
-            "MESHER_INJECTOR": str(ROOT / ".venv" / "bin" / "mesher-injector"),
-            "TIMEOUT": "60s",
-        },
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+def test_a_second_install_into_another_namespace_is_refused(installed: ControlPlane) -> None:
+    elsewhere = install(installed, NAMESPACE=ELSEWHERE)
+
+    assert elsewhere.returncode != 0
+    assert f"mesher-injector is installed in namespace {INJECTOR_NAMESPACE}" in elsewhere.stderr
+    assert get(installed, "namespace", ELSEWHERE) is None
+    configuration = get(installed, "mutatingwebhookconfiguration", "mesher-injector")
+    assert configuration is not None
+    assert configuration["webhooks"][0]["clientConfig"]["service"]["namespace"] == (
+        INJECTOR_NAMESPACE
     )
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "skipped" not in result.stdout
-    assert "FAIL" not in result.stdout
-    assert result.stdout.count("ok   ") == 9
+
+@pytest.fixture
+def as_if_from_cert_manager(installed: ControlPlane) -> Iterator[ControlPlane]:
+    """The mutating webhook annotated as deploy/cert-manager/ installs it, for the test."""
+    annotation = "cert-manager.io/inject-ca-from"
+    webhook = ("mutatingwebhookconfiguration", "mesher-injector")
+    kubectl_ok(installed, "annotate", *webhook, f"{annotation}={INJECTOR_NAMESPACE}/serving")
+    try:
+        yield installed
+    finally:
+        kubectl_ok(installed, "annotate", *webhook, f"{annotation}-")
+
+
+def test_install_sh_leaves_an_install_by_cert_manager_alone(
+    as_if_from_cert_manager: ControlPlane,
+) -> None:
+    before = ca_bundle(as_if_from_cert_manager)
+
+    refused = install(as_if_from_cert_manager, ROTATE="1")
+
+    assert refused.returncode != 0
+    assert "certificate comes from cert-manager" in refused.stderr
+    assert ca_bundle(as_if_from_cert_manager) == before
+
+
+def test_deploy_e2e_sh_leaves_an_install_by_cert_manager_alone(
+    as_if_from_cert_manager: ControlPlane,
+) -> None:
+    refused = run_e2e_script(as_if_from_cert_manager)
+
+    assert refused.returncode != 0
+    assert "certificate comes from cert-manager" in refused.stderr
+    assert "touches only" not in refused.stdout
+    labelled = get(as_if_from_cert_manager, "namespaces", "-l", E2E_OWNER)
+    assert labelled is not None
+    assert labelled["items"] == []
+
+
+def test_deploy_e2e_sh_on_an_install_leaves_it_and_puts_the_admins_template_back(
+    installed: ControlPlane,
+) -> None:
+    # Last in this module: it rotates the certificate and scales the injector.
+    users = a_users_workload(installed)
+    # the admin's ConfigMap has a named template too: e2e.sh's edit must leave it alone
+    configmap = template_configmap(stored_template(installed))
+    configmap["data"]["canary.yaml"] = bump(DEFAULT_TEMPLATE.read_text(), "1.7.0")
+    kubectl_ok(installed, "apply", "-n", INJECTOR_NAMESPACE, "-f", "-", stdin=json.dumps(configmap))
+    before = template_data(installed)
+    deployment = get(installed, "deployment/mesher-injector", "-n", INJECTOR_NAMESPACE)
+    assert deployment is not None
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    result = run_e2e_script(installed)
+
+    announced = assert_passed_and_cleaned_up(installed, result)
+    assert f"mesher-injector in namespace {INJECTOR_NAMESPACE}, installed already" in announced
+    assert f"(image {image})" in announced
+    assert "removed the injector" not in result.stdout
+    assert_untouched(installed, users)
+    assert template_data(installed) == before
+    after = get(installed, "deployment/mesher-injector", "-n", INJECTOR_NAMESPACE)
+    assert after is not None
+    assert after["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    assert after["status"]["readyReplicas"] == after["spec"]["replicas"] == 2
+    # still installed, serving the admin's template (not the one e2e.sh edited)
+    wanted = load_template(before["template.yaml"]).revision
+    assert injected_revision(installed, "after-e2e") == wanted

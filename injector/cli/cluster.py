@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from injector.cli.flags import duration, positive_int
-from injector.core.names import INJECTOR_NAMESPACE, NEVER_INJECTED
+from injector.core.names import DEFAULT_CONFIGMAP, INJECTOR_NAMESPACE, NEVER_INJECTED
 from injector.core.restart import (
     MANUAL_ACTION,
     RestartRun,
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
     from injector.kube.cluster import Cluster
 
-DEFAULT_CONFIGMAP = "mesher-system/mesher-sidecar-template"
 EXIT_OK, EXIT_ATTENTION, EXIT_ERROR = 0, 1, 2
 
 

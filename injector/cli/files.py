@@ -17,10 +17,13 @@ from injector.cli import cluster
 from injector.cli.flags import CliError, check_dns_label, check_dns_name, check_secret_name
 from injector.core.manual import ManualInjectionError, inject_documents
 from injector.core.names import (
+    DEFAULT_CONFIGMAP,
     DEFAULT_TEMPLATE_NAME,
     INJECTOR_NAMESPACE,
+    INJECTOR_SERVICE,
     TEMPLATE_KEY,
     TEMPLATE_SUFFIX,
+    TLS_SECRET,
 )
 from injector.core.settings import DEFAULT_TEMPLATE_FILE
 from injector.core.sidecar import sample_context
@@ -50,7 +53,7 @@ def add_parsers(sub: Any) -> None:
     )
     inject.add_argument(
         "--configmap",
-        default=cluster.DEFAULT_CONFIGMAP,
+        default=DEFAULT_CONFIGMAP,
         help="NAMESPACE/NAME of the live template ConfigMap",
     )
     inject.add_argument(
@@ -79,9 +82,9 @@ def add_parsers(sub: Any) -> None:
         "for the webhook Service into --output-dir.",
         help="create a CA and a serving cert for the webhook Service, the TLS Secret and caBundle",
     )
-    certs.add_argument("--service", default="mesher-injector", help="the webhook Service")
+    certs.add_argument("--service", default=INJECTOR_SERVICE, help="the webhook Service")
     certs.add_argument("--namespace", default=INJECTOR_NAMESPACE, help="the Service's namespace")
-    certs.add_argument("--secret-name", default="mesher-injector-tls", help="the TLS Secret")
+    certs.add_argument("--secret-name", default=TLS_SECRET, help="the TLS Secret")
     certs.add_argument("--dns", action="append", default=[], help="an extra DNS SAN (repeatable)")
     certs.add_argument("--ip", action="append", default=[], help="an extra IP SAN (repeatable)")
     certs.add_argument("--days", type=int, default=365, help="validity of the CA and the cert")

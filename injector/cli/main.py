@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from injector import __version__
 from injector.cli import cluster, files, serve
 from injector.cli.flags import CliError
+from injector.core.names import PRODUCT
 
-EXIT_USAGE = 2
 EXIT_INVALID = 1
 
 
@@ -26,7 +26,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mesher-injector",
+        prog=PRODUCT,
         description="Inject the ServiceComb mesher sidecar into Kubernetes pods.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -20,6 +20,7 @@ from injector.cli.flags import (
     seconds,
 )
 from injector.core import limits
+from injector.core.names import TEMPLATE_CONFIGMAP
 from injector.core.settings import Settings, env_name
 from injector.obs import logs
 
@@ -84,7 +85,7 @@ def add_parser(sub: Any) -> None:
         "--configmap",
         default=d.configmap,
         help="NAMESPACE/NAME of the template ConfigMap for source configmap "
-        "(namespace: the pod's own; name: mesher-sidecar-template)",
+        f"(namespace: the pod's own; name: {TEMPLATE_CONFIGMAP})",
     )
     opt(
         "--kube-api-server",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-MAX_NAME_CHARS = 255  # distribution/reference's NameTotalLengthMax
+from injector.core.limits import MAX_IMAGE_NAME_CHARS
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = re.compile(
@@ -49,8 +49,8 @@ def parse(image: str) -> Reference:
             raise InvalidReference(f"tag {tag!r} is not [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
     if not name:
         raise InvalidReference("it has no name")
-    if len(name) > MAX_NAME_CHARS:
-        raise InvalidReference(f"its name is longer than {MAX_NAME_CHARS} characters")
+    if len(name) > MAX_IMAGE_NAME_CHARS:
+        raise InvalidReference(f"its name is longer than {MAX_IMAGE_NAME_CHARS} characters")
     first, slash, remainder = name.partition("/")
     domain = ""
     if slash and (any(c in first for c in ".:") or first == "localhost" or first != first.lower()):

@@ -65,6 +65,15 @@ MAX_WARNINGS = 8
 MAX_QUOTED_CHARS = 60
 # One string field of a log line (pod name, owner, message): log lines stay small.
 MAX_LOG_FIELD_CHARS = 512
+# What a client sent that we quote back or log when refusing it, enough to recognise it:
+# an exception's text; a path, or a value of the wrong type; a string value.
+MAX_ECHO_CHARS = 200
+MAX_ECHOED_CHARS = 100
+MAX_ECHOED_VALUE_CHARS = 80
+# An API server's error (a watch restart's detail, a malformed watch event): one line.
+MAX_API_ERROR_CHARS = 300
+# An image reference's name, registry included (distribution/reference's limit).
+MAX_IMAGE_NAME_CHARS = 255
 
 # --- what is kept ------------------------------------------------------------------
 
@@ -90,6 +99,26 @@ TLS_HANDSHAKE_TIMEOUT_S = 10.0
 # `serve --self-signed-dir` keeps the pair there while it has a week left: a CA trusted
 # once (make run's) keeps working across restarts.
 SELF_SIGNED_REUSE_S = 7 * 24 * 3600.0
+# After SIGTERM, how long requests already being answered may take (the API server's
+# webhook timeout is at most 30 s; the Deployment's grace period is longer than this).
+SHUTDOWN_TIMEOUT_S = 20.0
+# How often the template file and the serving certificate are looked at: a reload is
+# seen within a second, at the cost of two stats a second.
+RELOAD_INTERVAL_S = 0.25
+
+# --- the API server -------------------------------------------------------------------
+
+# The ConfigMap watch: silence after which it reconnects (the API server sends a
+# bookmark or an event well within this), how long a connection may take, and how long
+# one watch request lasts before it is renewed (the API server's own default range).
+WATCH_READ_TIMEOUT_S = 75.0
+WATCH_CONNECT_TIMEOUT_S = 10.0
+WATCH_TIMEOUT_S = 300
+# Waits between failed watches: from a quarter second, doubling, up to 30 s.
+WATCH_BACKOFF_BASE_S = 0.25
+WATCH_BACKOFF_CAP_S = 30.0
+# Items per list page for status and restart: memory stays bounded on big clusters.
+LIST_PAGE = 500
 
 
 def clip(text: str, limit: int) -> str:

@@ -10,10 +10,15 @@ TEMPLATE_KEY = "template.yaml"
 TEMPLATE_SUFFIX = ".yaml"
 # The default template's name (its key less the suffix), as pods and metrics call it.
 DEFAULT_TEMPLATE_NAME = "template"
-# Where deploy/ installs the injector.
+# The product: the command, and the name of what deploy/ installs (the Deployment, whose
+# available replicas `restart` checks first, the Service, labels, field managers).
+PRODUCT = "mesher-injector"
+INJECTOR_DEPLOYMENT = PRODUCT
+INJECTOR_SERVICE = PRODUCT
+TLS_SECRET = f"{PRODUCT}-tls"  # the serving certificate's Secret
+# Where deploy/ installs the injector, and the template ConfigMap there.
 INJECTOR_NAMESPACE = "mesher-system"
-# The injector's Deployment there, whose available replicas `restart` checks first.
-INJECTOR_DEPLOYMENT = "mesher-injector"
+DEFAULT_CONFIGMAP = f"{INJECTOR_NAMESPACE}/{TEMPLATE_CONFIGMAP}"
 # Namespaces never injected (the injector's own is added where it is known).
 NEVER_INJECTED = frozenset({"kube-system", "kube-public"})
 # The label that opts a namespace in (the webhook's namespaceSelector).

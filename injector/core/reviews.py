@@ -8,7 +8,12 @@ from typing import Any, NamedTuple
 import orjson
 
 from injector.core import pod_review
-from injector.core.limits import MAX_UID_CHARS, clip
+from injector.core.limits import (
+    MAX_ECHOED_CHARS,
+    MAX_ECHOED_VALUE_CHARS,
+    MAX_UID_CHARS,
+    clip,
+)
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 
@@ -75,7 +80,7 @@ def parse_review(body: object, *, pod_checked: bool = False) -> Review:
 def _shown(value: object) -> str:
     """A client's value inside an error message: repr, bounded."""
     if isinstance(value, str):
-        return repr(clip(value, 80))
+        return repr(clip(value, MAX_ECHOED_VALUE_CHARS))
     if isinstance(value, dict | list):
         return "a JSON " + ("object" if isinstance(value, dict) else "array")
-    return clip(repr(value), 100)
+    return clip(repr(value), MAX_ECHOED_CHARS)

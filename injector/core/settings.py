@@ -58,17 +58,17 @@ class Settings:
     template_file: Path = DEFAULT_TEMPLATE_FILE
     configmap: str = ""
     kube_api_server: str = ""
-    watch_read_timeout: float = 75.0
-    watch_timeout: int = 300
+    watch_read_timeout: float = limits.WATCH_READ_TIMEOUT_S
+    watch_timeout: int = limits.WATCH_TIMEOUT_S
     log_format: str = "json"
     log_level: str = "info"
     max_body_bytes: int = limits.MAX_BODY_BYTES
     max_body_bytes_in_flight: int = limits.MAX_BODY_BYTES_IN_FLIGHT
     read_timeout: float = limits.READ_TIMEOUT_S
     keepalive_timeout: float = limits.KEEPALIVE_TIMEOUT_S
-    shutdown_timeout: float = 20.0
+    shutdown_timeout: float = limits.SHUTDOWN_TIMEOUT_S
     drain_seconds: float = 0.0
-    reload_interval: float = 0.25
+    reload_interval: float = limits.RELOAD_INTERVAL_S
     excluded_namespaces: frozenset[str] = field(default=NEVER_INJECTED)
 
 

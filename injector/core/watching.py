@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from injector.core.limits import WATCH_BACKOFF_BASE_S, WATCH_BACKOFF_CAP_S
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Jittered exponential backoff, as a value so it is tested without sleeping."""
 
-    base: float = 0.25
-    cap: float = 30.0
+    base: float = WATCH_BACKOFF_BASE_S
+    cap: float = WATCH_BACKOFF_CAP_S
 
     def delay(self, failures: int, jitter: float) -> float:
         """Seconds to wait after `failures` consecutive failures; jitter in [0, 1)."""

@@ -16,12 +16,11 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from injector.core.names import INJECTOR_DEPLOYMENT
+from injector.core.limits import LIST_PAGE
+from injector.core.names import INJECTOR_DEPLOYMENT, PRODUCT
 from injector.core.restart import restart_patch, rollout_done
 from injector.core.settings import ConfigMapRef
 from injector.core.workloads import Snapshot, Workload
-
-PAGE = 500
 
 
 def kubeconfig_namespace() -> str:
@@ -52,7 +51,7 @@ async def _items(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any)
     token = ""
     while True:
         extra = {"_continue": token} if token else {}
-        page = await _json(call, *args, limit=PAGE, **kwargs, **extra)
+        page = await _json(call, *args, limit=LIST_PAGE, **kwargs, **extra)
         items += page.get("items") or []
         token = (page.get("metadata") or {}).get("continue") or ""
         if not token:
@@ -117,7 +116,7 @@ class Cluster:
             workload.name,
             workload.namespace,
             restart_patch(now),
-            field_manager="mesher-injector-restart",
+            field_manager=f"{PRODUCT}-restart",
         )
 
     async def wait_rolled_out(self, workload: Workload, *, interval: float = 1.0) -> None:

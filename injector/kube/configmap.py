@@ -23,12 +23,13 @@ import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from injector.core import limits
 from injector.core.settings import ConfigMapRef, missing_kubeconfig
 from injector.core.store import Reload, TemplateSet
 from injector.core.watching import Backoff, Restart
 
 
-def _short(text: str, limit: int = 300) -> str:
+def _short(text: str, limit: int = limits.MAX_API_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -117,9 +118,9 @@ class ConfigMapSource:
         store: TemplateSet,
         report: Callable[[Reload], None],
         on_restart: Callable[[Restart, float], None],
-        read_timeout: float = 75.0,
-        connect_timeout: float = 10.0,
-        watch_timeout: int = 300,
+        read_timeout: float = limits.WATCH_READ_TIMEOUT_S,
+        connect_timeout: float = limits.WATCH_CONNECT_TIMEOUT_S,
+        watch_timeout: int = limits.WATCH_TIMEOUT_S,
         backoff: Backoff | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -207,7 +208,7 @@ class ConfigMapSource:
 
     def _handle(self, event: Any) -> None:
         if not isinstance(event, dict) or "type" not in event:
-            raise WatchProtocolError(f"not a watch event: {str(event)[:200]!r}")
+            raise WatchProtocolError(f"not a watch event: {_short(str(event))!r}")
         kind = event["type"]
         obj = event.get("raw_object") or {}
         version = str((obj.get("metadata") or {}).get("resourceVersion") or "")

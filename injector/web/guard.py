@@ -27,6 +27,8 @@ import ssl
 
 from aiohttp import web
 
+from injector.core.limits import MAX_ECHO_CHARS, clip
+
 LOG = logging.getLogger("mesher_injector.http")
 
 
@@ -184,7 +186,9 @@ class _OneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {str(exc)[:200]}"
+            record.msg = (
+                f"{record.getMessage()}: {type(exc).__name__}: {clip(str(exc), MAX_ECHO_CHARS)}"
+            )
             record.args = None
             record.exc_info = None
             record.exc_text = None

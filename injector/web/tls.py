@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from injector.core.limits import SELF_SIGNED_REUSE_S
+from injector.core.names import PRODUCT
 
 
 def build_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -191,7 +192,7 @@ def issue_certificates(
     (default: now, less five minutes of clock skew) for `days`."""
     now = start + datetime.timedelta(minutes=5) if start else datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mesher-injector CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{PRODUCT} CA")])
     ca_cert = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -253,7 +254,7 @@ def tls_secret_manifest(*, name: str, namespace: str, bundle: CertBundle) -> dic
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/name": "mesher-injector"},
+            "labels": {"app.kubernetes.io/name": PRODUCT},
         },
         "data": {
             "tls.crt": base64.b64encode(bundle.cert).decode(),

@@ -36,7 +36,7 @@ def _refuse(
 
 def _client_gone(injector: Injector, error: str) -> None:
     injector.metrics.bad_requests.labels(reason="client-disconnected").inc()
-    injector.log.warning("client_disconnected", error=clip(error, 200))
+    injector.log.warning("client_disconnected", error=clip(error, limits.MAX_ECHO_CHARS))
 
 
 def _answer(raw: bytes, injector: Injector) -> Answer:
@@ -154,7 +154,8 @@ class WebhookHandler:
         webhook = WEBHOOKS.get(request.path)
         if webhook is None:
             return web.json_response(
-                {"error": f"no webhook at {clip(request.path, 100)}"}, status=404
+                {"error": f"no webhook at {clip(request.path, limits.MAX_ECHOED_CHARS)}"},
+                status=404,
             )
         if request.method != "POST":
             return web.json_response(

@@ -23,9 +23,10 @@ from injector.core.restart import (
     plan_restarts,
     template_problem,
 )
-from injector.core.settings import ConfigMapRef, missing_kubeconfig
+from injector.core.settings import ConfigMapRef
 from injector.core.template import Template
 from injector.core.workloads import Workload, render_table, report_json, workloads
+from injector.kube.kubeconfig import missing_kubeconfig
 
 # kubernetes_asyncio (a third of the injector's start-up) is imported when a cluster
 # command runs (_run, _survey and restart's loop), never by `serve` or `inject`, which

@@ -65,7 +65,10 @@ def decide(
         return warnings
     spec: Mapping[str, Any] = pod["spec"]  # an object: pod_shape_problem
     name = annotations.get(ann.TEMPLATE, "").strip() or DEFAULT_TEMPLATE_NAME
-    chosen = _template_to_inject(name, template, named, spec, warnings)
+    named_template = _named_template(name, template, named, warnings)
+    if isinstance(named_template, Outcome):
+        return named_template
+    chosen = _injectable(named_template, spec, warnings)
     if isinstance(chosen, Outcome):
         return chosen
     discovery = _discovery_type(annotations, chosen, warnings)
@@ -163,25 +166,28 @@ def _requested(annotations: Mapping[str, Any]) -> Outcome | list[str]:
     return warnings
 
 
-def _template_to_inject(
-    name: str,
-    default: Template | None,
-    named: Mapping[str, Template],
-    spec: Mapping[str, Any],
-    warnings: list[str],
+def _named_template(
+    name: str, default: Template | None, named: Mapping[str, Template], warnings: list[str]
+) -> Outcome | Template | None:
+    """The template the pod names (`name`): the default (None while none is loaded), a
+    named one, or a denial naming the ones there are."""
+    if name == DEFAULT_TEMPLATE_NAME:
+        return default
+    if name not in named:
+        available = ", ".join([DEFAULT_TEMPLATE_NAME, *sorted(named)])
+        return _deny(
+            "unknown-template",
+            f"{ann.TEMPLATE}={ann.quote(name)} names no template (available: {available})",
+            warnings,
+        )
+    return named[name]
+
+
+def _injectable(
+    template: Template | None, spec: Mapping[str, Any], warnings: list[str]
 ) -> Outcome | Template:
-    """The template the pod names (`name`), unless the pod has its sidecar already, is on
-    the host's network or has too many containers, or there is no template yet."""
-    template = default
-    if name != DEFAULT_TEMPLATE_NAME:
-        if name not in named:
-            available = ", ".join([DEFAULT_TEMPLATE_NAME, *sorted(named)])
-            return _deny(
-                "unknown-template",
-                f"{ann.TEMPLATE}={ann.quote(name)} names no template (available: {available})",
-                warnings,
-            )
-        template = named[name]
+    """`template`, unless the pod has its sidecar already, is on the host's network or
+    has too many containers, or there is no template yet."""
     containers: tuple[dict[str, Any], ...] = (
         *spec["containers"],
         *(spec.get("initContainers") or ()),

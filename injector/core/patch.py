@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from injector.core.sidecar import Sidecar, add_op, json_array
+from injector.core.json_patch import add_op, json_array
+from injector.core.sidecar import Sidecar
 
 
 class PatchConflict(ValueError):

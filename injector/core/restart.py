@@ -16,7 +16,7 @@ from typing import Any
 from injector.core.names import INJECTOR_DEPLOYMENT
 from injector.core.settings import ConfigMapRef
 from injector.core.store import TemplateSet
-from injector.core.workloads import RESTARTABLE, Workload
+from injector.core.workloads import RESTARTABLE, Workload, metadata_of
 
 Batch = tuple[Workload, ...]
 
@@ -205,8 +205,7 @@ def restart_patch(now: datetime.datetime) -> dict[str, Any]:
 def rollout_done(kind: str, obj: Mapping[str, Any]) -> bool:
     """As `kubectl rollout status` judges it: the controller has seen the new spec and
     every replica is updated and available (no old one left)."""
-    metadata = obj.get("metadata")
-    meta = metadata if isinstance(metadata, dict) else {}
+    meta = metadata_of(obj)
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     if status.get("observedGeneration", 0) < meta.get("generation", 0):
         return False

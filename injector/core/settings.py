@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -14,35 +13,11 @@ ENV_PREFIX = "MESHER_INJECTOR_"
 # The embedded default, shipped inside the package so it is found from any directory: the
 # one template people edit (`make run` serves it; deploy/template/ holds a generated copy).
 DEFAULT_TEMPLATE_FILE = Path(str(resources.files("injector").joinpath("default_template.yaml")))
-SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def env_name(flag: str) -> str:
     """`--admin-port` -> `MESHER_INJECTOR_ADMIN_PORT`."""
     return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
-
-
-KUBECONFIG_DEFAULT = "~/.kube/config"  # where kubectl looks when $KUBECONFIG is unset
-
-
-def missing_kubeconfig() -> str:
-    """Why there is no kubeconfig where kubectl would look ($KUBECONFIG's files, else
-    ~/.kube/config), naming the place; "" when one exists."""
-    listed = os.environ.get("KUBECONFIG", "")
-    paths = [p for p in listed.split(os.pathsep) if p] or [os.path.expanduser(KUBECONFIG_DEFAULT)]
-    if any(os.path.isfile(p) for p in paths):
-        return ""
-    return f"no kubeconfig: {f'KUBECONFIG={listed}' if listed else paths[0]} does not exist"
-
-
-def own_namespace() -> str:
-    """The injector's namespace: POD_NAMESPACE, else the service-account file, else ''."""
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
-    except OSError:
-        return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +58,11 @@ class ConfigMapRef:
     key: str = TEMPLATE_KEY
 
     @classmethod
-    def parse(cls, text: str, *, default_namespace: str | None = None) -> ConfigMapRef:
-        """`NS/NAME`, `NAME` or empty: the namespace defaults to the pod's own."""
+    def parse(cls, text: str, *, default_namespace: str) -> ConfigMapRef:
+        """`NS/NAME`, `NAME` or empty: the namespace defaults to `default_namespace` (the
+        pod's own for `serve`, mesher-system for the commands)."""
         namespace, _, name = text.strip().rpartition("/")
-        namespace = namespace or (
-            default_namespace if default_namespace is not None else own_namespace()
-        )
+        namespace = namespace or default_namespace
         if not namespace:
             raise ValueError(
                 "the ConfigMap's namespace is unknown: pass --configmap NAMESPACE/NAME "

@@ -5,12 +5,13 @@ discovery type's files before mesher runs."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import orjson
 
+from injector.core.json_patch import add_op, json_array
 from injector.core.limits import RENDER_CACHE_BYTES
 
 FILE_ENV_PREFIX = "MESHER_INJECTOR_FILE_"
@@ -175,13 +176,3 @@ def with_files(container: dict[str, Any], files: Mapping[str, str]) -> dict[str,
     script.append('exec "$@"')
     command = ["sh", "-c", "; ".join(script), "mesher-injector-files", *container["command"]]
     return {**container, "env": env, "command": command}
-
-
-def add_op(path: bytes, value: bytes) -> bytes:
-    """One JSON Patch add operation; `path` is already a JSON string, `value` JSON."""
-    return b'{"op":"add","path":%b,"value":%b}' % (path, value)
-
-
-def json_array(items: Sequence[bytes]) -> bytes:
-    """The JSON array of already serialised `items`."""
-    return b"[" + b",".join(items) + b"]"

@@ -71,17 +71,18 @@ class Workload:
         }
 
 
-def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+def metadata_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An object's metadata, or an empty mapping when it has none (or not a map)."""
     metadata = obj.get("metadata")
     return metadata if isinstance(metadata, dict) else {}
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
-    return str(_meta(obj).get("namespace", "")), str(_meta(obj).get("name", ""))
+    return str(metadata_of(obj).get("namespace", "")), str(metadata_of(obj).get("name", ""))
 
 
 def _controller(obj: Mapping[str, Any]) -> tuple[str, str] | None:
-    return controller_of(_meta(obj))
+    return controller_of(metadata_of(obj))
 
 
 def owner_of(
@@ -115,7 +116,7 @@ class PodState:
 
 
 def pod_state(pod: Mapping[str, Any], sidecar_names: frozenset[str]) -> PodState:
-    annotations = _meta(pod).get("annotations") or {}
+    annotations = metadata_of(pod).get("annotations") or {}
     raw = annotations.get(ann.INJECT) if isinstance(annotations, dict) else None
     choice = ann.parse_inject({ann.INJECT: raw} if isinstance(raw, str) else {})
     spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
@@ -157,18 +158,18 @@ def workloads(
     replicasets = {_key(r): r for r in snapshot.replicasets}
     jobs = {_key(j): j for j in snapshot.jobs}
     labelled = {
-        str(_meta(n).get("name")): (_meta(n).get("labels") or {}).get(NAMESPACE_LABEL)
+        str(metadata_of(n).get("name")): (metadata_of(n).get("labels") or {}).get(NAMESPACE_LABEL)
         == NAMESPACE_LABEL_VALUE
         for n in snapshot.namespaces
     }
     groups: dict[tuple[str, str, str], list[PodState]] = {}
     for pod in snapshot.pods:
-        if _meta(pod).get("deletionTimestamp"):
+        if metadata_of(pod).get("deletionTimestamp"):
             continue
         state = pod_state(pod, sidecar_names)
         if not (state.asked or state.injected):
             continue
-        namespace = str(_meta(pod).get("namespace", ""))
+        namespace = str(metadata_of(pod).get("namespace", ""))
         kind, name = owner_of(pod, replicasets, jobs)
         groups.setdefault((namespace, kind, name), []).append(state)
     found = [

@@ -24,9 +24,10 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from injector.core import limits
-from injector.core.settings import ConfigMapRef, missing_kubeconfig
+from injector.core.settings import ConfigMapRef
 from injector.core.store import Reload, TemplateSet
 from injector.core.watching import Backoff, Restart
+from injector.kube.kubeconfig import missing_kubeconfig
 
 
 def _short(text: str, limit: int = limits.MAX_API_ERROR_CHARS) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 from collections.abc import Callable
+from typing import assert_never
 
 from injector.core.restart import ReadInjector, ReadTemplate, RestartRun, Roll, Stop
 from injector.core.workloads import Workload
@@ -28,6 +29,8 @@ async def execute(
                 run = run.template_read(await cluster.configmap_data(ref))
             case Roll() as roll:
                 run = run.rolled_out(await _roll(roll, cluster, say=say, interval=interval))
+            case unknown:
+                assert_never(unknown)
 
 
 async def _roll(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import tempfile
@@ -19,7 +20,7 @@ from aiohttp import web
 from injector import __version__
 from injector.core import limits
 from injector.core.names import TEMPLATE_CONFIGMAP
-from injector.core.settings import ConfigMapRef, Settings, own_namespace
+from injector.core.settings import ConfigMapRef, Settings
 from injector.core.store import Reload, TemplateSet
 from injector.core.watching import Restart
 from injector.obs.metrics import Metrics
@@ -56,11 +57,24 @@ class OpenWatch(Protocol):
     ) -> TemplateWatch: ...
 
 
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_namespace() -> str:
+    """The injector's namespace: POD_NAMESPACE, else the service-account file, else ''."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    except OSError:
+        return ""
+
+
 def _template_ref(settings: Settings, namespace: str) -> ConfigMapRef:
     """The ConfigMap /validate-template judges: the watched one; else the default name in
     the pod's `namespace`, or in any namespace while that is unknown."""
     if settings.template_source == "configmap":
-        return ConfigMapRef.parse(settings.configmap)
+        return ConfigMapRef.parse(settings.configmap, default_namespace=namespace)
     if namespace:
         return ConfigMapRef.parse("", default_namespace=namespace)
     return ConfigMapRef(namespace="", name=TEMPLATE_CONFIGMAP)

@@ -22,27 +22,25 @@ from injector.core.restart import (
     restart_patch,
     rollout_done,
 )
-from injector.core.settings import ConfigMapRef
 from injector.core.workloads import Workload
-from tests.support.helpers import DEFAULT_TEMPLATE, KUBE_API, recorded_items
+from tests.support.helpers import (
+    DEFAULT_TEMPLATE,
+    KUBE_API,
+    TEMPLATE_REF,
+    deployment_workload,
+    recorded_items,
+)
 
-REF = ConfigMapRef(namespace="mesher-system", name="mesher-sidecar-template")
 LIVE = {TEMPLATE_KEY: DEFAULT_TEMPLATE.read_text()}
 BROKEN = {TEMPLATE_KEY: "version: [broken\n"}
 
 
-def stale(name: str) -> Workload:
-    return Workload(
-        namespace="shop", kind="Deployment", name=name, pods=1, revisions={"r0": 1}, state="stale"
-    )
-
-
-A, B, C = stale("a"), stale("b"), stale("c")
+A, B, C = map(deployment_workload, "abc")
 
 
 def run_of(*restart: Workload, parallel: int = 1) -> RestartRun:
     plan = Plan(restart=restart, manual=(), skipped=())
-    return RestartRun.start(plan, ref=REF, parallel=parallel, rollout_timeout=90.0)
+    return RestartRun.start(plan, ref=TEMPLATE_REF, parallel=parallel, rollout_timeout=90.0)
 
 
 def play(
@@ -80,7 +78,7 @@ def test_the_plan_is_rolled_in_batches_of_parallel_workloads_in_order() -> None:
 
 
 def test_the_gate_reads_the_injector_then_the_template_before_every_batch() -> None:
-    gate = [ReadInjector(namespace="mesher-system"), ReadTemplate(ref=REF)]
+    gate = [ReadInjector(namespace="mesher-system"), ReadTemplate(ref=TEMPLATE_REF)]
     assert play(run_of(A, B, C, parallel=2)) == [
         *gate,
         Roll(batch=(A, B), timeout=90.0),

@@ -13,9 +13,7 @@ from injector.core.settings import ConfigMapRef
 from injector.core.workloads import Workload
 from injector.kube.cluster import Cluster
 from injector.kube.restart import execute
-from tests.support.helpers import DEFAULT_TEMPLATE
-
-REF = ConfigMapRef(namespace="mesher-system", name="mesher-sidecar-template")
+from tests.support.helpers import DEFAULT_TEMPLATE, TEMPLATE_REF, deployment_workload
 
 
 class StandIn:
@@ -42,15 +40,11 @@ class StandIn:
             await asyncio.Event().wait()
 
 
-def deployment(name: str) -> Workload:
-    return Workload(
-        namespace="shop", kind="Deployment", name=name, pods=1, revisions={}, state="missing"
-    )
-
-
 def run_of(*names: str, parallel: int) -> RestartRun:
-    plan = Plan(restart=tuple(map(deployment, names)), manual=(), skipped=())
-    return RestartRun.start(plan, ref=REF, parallel=parallel, rollout_timeout=0.05)
+    plan = Plan(
+        restart=tuple(deployment_workload(n, state="missing") for n in names), manual=(), skipped=()
+    )
+    return RestartRun.start(plan, ref=TEMPLATE_REF, parallel=parallel, rollout_timeout=0.05)
 
 
 async def test_each_batch_is_gated_restarted_and_waited_for_until_the_first_late_one() -> None:
@@ -60,7 +54,7 @@ async def test_each_batch_is_gated_restarted_and_waited_for_until_the_first_late
         run_of("a", "b", "c", parallel=2), cast(Cluster, cluster), say=said.append, interval=0
     )
 
-    assert stop == Stop(late=(deployment("b"),))
+    assert stop == Stop(late=(deployment_workload("b", state="missing"),))
     assert cluster.calls == [
         "injector mesher-system",
         "configmap mesher-system/mesher-sidecar-template",

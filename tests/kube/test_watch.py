@@ -201,7 +201,7 @@ def test_restart_policy(exc: BaseException, reason: str, relist: bool, failed: b
 
 
 def test_configmap_ref_defaults() -> None:
-    assert ConfigMapRef.parse("ns/name") == ConfigMapRef("ns", "name")
+    assert ConfigMapRef.parse("ns/name", default_namespace="own") == ConfigMapRef("ns", "name")
     assert ConfigMapRef.parse("", default_namespace="own") == ConfigMapRef(
         "own", "mesher-sidecar-template"
     )

@@ -13,6 +13,10 @@ from typing import Any
 
 import jsonpatch
 
+from injector.core.names import INJECTOR_NAMESPACE, TEMPLATE_CONFIGMAP
+from injector.core.settings import ConfigMapRef
+from injector.core.workloads import State, Workload
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
@@ -135,3 +139,15 @@ def bump(text: str, version: str) -> str:
     """The shipped template `text` with its mesher version (tag and version) replaced."""
     assert SHIPPED_VERSION in text
     return text.replace(SHIPPED_VERSION, version)
+
+
+# The template ConfigMap where deploy/ puts it, and a restartable workload of a status
+# report: what the restart plan's tests (core and kube) start from.
+TEMPLATE_REF = ConfigMapRef(namespace=INJECTOR_NAMESPACE, name=TEMPLATE_CONFIGMAP)
+
+
+def deployment_workload(name: str, *, state: State = "stale") -> Workload:
+    revisions = {"r0": 1} if state == "stale" else {}
+    return Workload(
+        namespace="shop", kind="Deployment", name=name, pods=1, revisions=revisions, state=state
+    )

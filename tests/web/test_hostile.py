@@ -1,5 +1,5 @@
 """Hostile and broken input (DESIGN 12): every attack gets a small, clear answer, quickly,
-and leaves nothing behind. The bounds asserted are those of injector/limits.py."""
+and leaves nothing behind. The bounds asserted are those of injector/core/limits.py."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint types unit fast controlplane e2e bench image deploy-template k8s-schema clean
+.PHONY: venv run test lint types unit fast controlplane helm e2e bench image deploy-template k8s-schema clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
@@ -28,7 +28,7 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) controlplane
+unit: $(STAMP) controlplane helm
 	$(BIN)/pytest -q -rs -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -41,6 +41,11 @@ fast: $(STAMP)
 # nothing after while the pins stay).
 controlplane:
 	bash scripts/controlplane/build.sh >/dev/null
+
+# helm for the chart's tests (deploy/helm/mesher-injector), built from the Go module pinned
+# in scripts/helm/ into ~/.cache the same way (about 3 minutes the first time).
+helm:
+	bash scripts/helm/build.sh >/dev/null
 
 test: lint types unit
 

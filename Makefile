@@ -71,10 +71,14 @@ k8s-schema: $(STAMP)
 		open("injector/k8s_schema.json", "w").write(json.dumps(trim(d), indent=1, sort_keys=True) + "\n")'
 
 # injector/default_template.yaml is the one template people edit (the package ships it as
-# the embedded default). kustomize cannot read above deploy/, so deploy/template/ holds a
-# generated copy; a test fails when the two differ.
+# the embedded default). kustomize cannot read above deploy/, nor helm above its chart, so
+# deploy/template/ and the chart's files/ hold generated copies (the chart's also of
+# deploy/monitoring/'s rules and dashboard); a test fails when a copy differs.
+CHART_FILES := deploy/helm/mesher-injector/files
 deploy-template:
 	cp injector/default_template.yaml deploy/template/template.yaml
+	cp injector/default_template.yaml $(CHART_FILES)/template.yaml
+	cp deploy/monitoring/prometheusrule.yaml deploy/monitoring/dashboard.json $(CHART_FILES)/
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

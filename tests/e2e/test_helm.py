@@ -1,5 +1,5 @@
 """The Helm chart on a real control plane of this module's own, with the README's own Helm
-commands (`helm install`, `helm upgrade`, `helm uninstall`) in that order: the injector's
+commands (`helm install`, `helm upgrade`, `helm uninstall`), in this module's order: the injector's
 Deployment runs as local processes of our CLI (tests/e2e/pod_runner.py), and the API
 server calls the webhooks through their Service, as in test_install.py."""
 
@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import json
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from tests.e2e.injector import (
 from tests.e2e.installing import WEBHOOK_KINDS, create_pod, get, gone_or_going, opt_in
 from tests.e2e.manifests import INJECTOR_NAMESPACE, container_names, template_configmap
 from tests.support.charts import Json, helm_binary, readme_helm_commands, run_helm
-from tests.support.helpers import DEFAULT_TEMPLATE, bump
+from tests.support.helpers import DEFAULT_TEMPLATE, ROOT, bump
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +49,7 @@ RELEASED = (
     "secret/mesher-injector-ca",
     f"secret/{TLS_SECRET}",
 )
+CLI = ROOT / ".venv" / "bin" / "mesher-injector"
 # An upgrade that renews the serving certificate now (it is valid for 365 days).
 RENEW_NOW = ("--set", "certificates.selfSigned.renewBeforeDays=400")
 
@@ -260,3 +262,37 @@ def test_helm_install_again_keeps_the_admins_template(
     assert stored_template(plane) == edited
     wait_until_the_api_server_calls(plane, APP)
     wait_until_injected_with(plane, edited, "reinstalled")
+
+
+def test_helm_install_with_the_users_certificate_serves_it(
+    helm: Path, commands: dict[str, list[str]], plane: ControlPlane, tmp_path: Path
+) -> None:
+    helm_ok(helm, commands["uninstall"], plane)
+    certs = tmp_path / "certs"
+    issued = subprocess.run(
+        [str(CLI), "certs", "--namespace", INJECTOR_NAMESPACE, "-o", str(certs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert issued.returncode == 0, issued.stderr
+    kubectl_ok(plane, "apply", "-f", str(certs / "secret.yaml"))
+
+    helm_ok(
+        helm,
+        commands["install"],
+        plane,
+        "--set",
+        "certificates.source=provided",
+        "--set-file",
+        f"certificates.provided.caBundle={certs / 'cabundle'}",
+    )
+
+    assert get(plane, "secret", "mesher-injector-ca", "-n", INJECTOR_NAMESPACE) is None
+    wait_until_the_api_server_calls(plane, APP)
+    expected = ssl.PEM_cert_to_DER_cert((certs / "tls.crt").read_text())
+    pods = live_injectors(plane)
+    assert len(pods) == 2
+    for pod in pods:
+        assert ssl.PEM_cert_to_DER_cert(served_certificate(pod)) == expected

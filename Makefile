@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint types unit fast controlplane e2e bench image deploy-template k8s-schema clean
+.PHONY: venv run test lint types unit fast controlplane helm e2e bench image deploy-template k8s-schema clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
@@ -28,7 +28,7 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) controlplane
+unit: $(STAMP) controlplane helm
 	$(BIN)/pytest -q -rs -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -41,6 +41,11 @@ fast: $(STAMP)
 # nothing after while the pins stay).
 controlplane:
 	bash scripts/controlplane/build.sh >/dev/null
+
+# helm for the chart's tests (deploy/helm/mesher-injector), built from the Go module pinned
+# in scripts/helm/ into ~/.cache the same way (about 3 minutes the first time).
+helm:
+	bash scripts/helm/build.sh >/dev/null
 
 test: lint types unit
 
@@ -66,10 +71,14 @@ k8s-schema: $(STAMP)
 		open("injector/k8s_schema.json", "w").write(json.dumps(trim(d), indent=1, sort_keys=True) + "\n")'
 
 # injector/default_template.yaml is the one template people edit (the package ships it as
-# the embedded default). kustomize cannot read above deploy/, so deploy/template/ holds a
-# generated copy; a test fails when the two differ.
+# the embedded default). kustomize cannot read above deploy/, nor helm above its chart, so
+# deploy/template/ and the chart's files/ hold generated copies (the chart's also of
+# deploy/monitoring/'s rules and dashboard); a test fails when a copy differs.
+CHART_FILES := deploy/helm/mesher-injector/files
 deploy-template:
 	cp injector/default_template.yaml deploy/template/template.yaml
+	cp injector/default_template.yaml $(CHART_FILES)/template.yaml
+	cp deploy/monitoring/prometheusrule.yaml deploy/monitoring/dashboard.json $(CHART_FILES)/
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

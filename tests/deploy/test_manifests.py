@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from injector.core.settings import ConfigMapRef
 from injector.core.template import Template, load_template
 from injector.web.tls import service_dns_names
 from injector.web.webhook import WEBHOOKS
+from tests.support.charts import kubectl_binary, kustomize, run
 from tests.support.helpers import (
     DEFAULT_TEMPLATE,
     ROOT,
@@ -30,11 +29,6 @@ TEMPLATE = load_template(DEFAULT_TEMPLATE.read_text())
 
 DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "base"
-
-
-def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """A command as the tests run them: output captured as text, bounded, never raising."""
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, **kwargs)
 
 
 def docs(path: Path) -> list[dict[str, Any]]:
@@ -75,13 +69,7 @@ def test_every_kustomization_resource_exists() -> None:
                 assert (kustomization.parent / file.split("=")[-1]).exists()
 
 
-KUBECTL = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-
-
-def kustomize(folder: Path) -> list[dict[str, Any]]:
-    result = run(["kubectl", "kustomize", str(folder)], cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
+KUBECTL = pytest.mark.skipif(kubectl_binary() is None, reason="kubectl not installed")
 
 
 @KUBECTL

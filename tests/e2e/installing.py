@@ -149,3 +149,17 @@ def assert_passed_and_cleaned_up(
     assert all(gone_or_going(n) for n in labelled["items"])
     assert f"deleted namespace {own}" in result.stdout
     return announced
+
+
+# What deploy/install.sh makes in the injector's namespace, besides the template ConfigMap.
+INSTALLED_OBJECTS = (
+    "deployment/mesher-injector",
+    "service/mesher-injector",
+    "service/mesher-injector-metrics",
+    "serviceaccount/mesher-injector",
+    "role/mesher-injector",
+    "rolebinding/mesher-injector",
+    "poddisruptionbudget/mesher-injector",
+    "networkpolicy/mesher-injector",
+    "secret/mesher-injector-tls",
+)

@@ -25,7 +25,14 @@ from tests.e2e.injector import (
     wait_until_a_broken_template_is_refused,
     wait_until_the_api_server_calls,
 )
-from tests.e2e.installing import WEBHOOK_KINDS, create_pod, get, gone_or_going, opt_in
+from tests.e2e.installing import (
+    INSTALLED_OBJECTS,
+    WEBHOOK_KINDS,
+    create_pod,
+    get,
+    gone_or_going,
+    opt_in,
+)
 from tests.e2e.manifests import INJECTOR_NAMESPACE, container_names, template_configmap
 from tests.support.charts import Json, helm_binary, readme_helm_commands, run_helm
 from tests.support.helpers import DEFAULT_TEMPLATE, ROOT, bump
@@ -36,19 +43,9 @@ APP = "meshed"
 RELOAD_LIMIT = 20.0
 SELECTOR = "app.kubernetes.io/name=mesher-injector"
 TLS_SECRET = "mesher-injector-tls"
-# What the chart installs in the injector's namespace (the template ConfigMap aside).
-RELEASED = (
-    "deployment/mesher-injector",
-    "service/mesher-injector",
-    "service/mesher-injector-metrics",
-    "serviceaccount/mesher-injector",
-    "role/mesher-injector",
-    "rolebinding/mesher-injector",
-    "poddisruptionbudget/mesher-injector",
-    "networkpolicy/mesher-injector",
-    "secret/mesher-injector-ca",
-    f"secret/{TLS_SECRET}",
-)
+# What the chart installs in the injector's namespace (the template ConfigMap aside): what
+# install.sh does, and the self-signed CA's Secret it keeps across upgrades.
+RELEASED = (*INSTALLED_OBJECTS, "secret/mesher-injector-ca")
 CLI = ROOT / ".venv" / "bin" / "mesher-injector"
 # An upgrade that renews the serving certificate now (it is valid for 365 days).
 RENEW_NOW = ("--set", "certificates.selfSigned.renewBeforeDays=400")

@@ -27,6 +27,7 @@ from tests.e2e.injector import (
 )
 from tests.e2e.installing import (
     E2E_OWNER,
+    INSTALLED_OBJECTS,
     WEBHOOK_KINDS,
     a_users_workload,
     assert_passed_and_cleaned_up,
@@ -56,18 +57,6 @@ SELECTOR = "app.kubernetes.io/name=mesher-injector"
 # Another namespace for the injector.
 ELSEWHERE = "mesh-tools"
 DEFAULT_REVISION = load_template(DEFAULT_TEMPLATE.read_text()).revision
-# What deploy/install.sh makes in the injector's namespace, besides the template ConfigMap.
-INSTALLED_OBJECTS = (
-    "deployment/mesher-injector",
-    "service/mesher-injector",
-    "service/mesher-injector-metrics",
-    "serviceaccount/mesher-injector",
-    "role/mesher-injector",
-    "rolebinding/mesher-injector",
-    "poddisruptionbudget/mesher-injector",
-    "networkpolicy/mesher-injector",
-    "secret/mesher-injector-tls",
-)
 
 
 def injected_revision(plane: ControlPlane, name: str, namespace: str = APP) -> str:

@@ -141,6 +141,16 @@ def pod_state(pod: Mapping[str, Any], sidecar_names: frozenset[str]) -> PodState
     )
 
 
+def verdict(injected: bool, revision: str, template: str, live: Mapping[str, str]) -> State:
+    """One pod's state: `missing` without its sidecar, `stale` when it carries another
+    revision than the live one of the template it asked for (`live`: name -> revision;
+    a template the ConfigMap no longer has is stale too), else `current`. What `status`
+    says of each pod and what the rollout watch counts."""
+    if not injected:
+        return "missing"
+    return "current" if revision == live.get(template) else "stale"
+
+
 def workloads(
     snapshot: Snapshot,
     *,
@@ -188,8 +198,9 @@ def _workload(
 ) -> Workload:
     namespace, kind, name = key
     revisions = dict(Counter(s.revision for s in states if s.injected))
-    missing = [s for s in states if not s.injected]
-    stale = [s for s in states if s.revision != live.get(s.template)]
+    verdicts = [(s, verdict(s.injected, s.revision, s.template, live)) for s in states]
+    missing = [s for s, v in verdicts if v == "missing"]
+    stale = [s for s, v in verdicts if v == "stale"]
     if missing:
         why, fixable = _why_missing(namespace, missing, labelled, excluded)
         state: State = "missing"

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -37,6 +38,7 @@ class LocalInjector:
     url: str
     admin: str
     ca_file: Path
+    process: subprocess.Popen[bytes] | None = None  # to kill it the hard way
 
 
 @contextlib.contextmanager
@@ -61,7 +63,7 @@ def running_injector(
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)} if kubeconfig else None
     processes = Processes(workdir)
     try:
-        processes.start(
+        process = processes.start(
             "injector",
             [
                 sys.executable,
@@ -82,7 +84,10 @@ def running_injector(
         admin = f"http://127.0.0.1:{admin_port}"
         wait_until_ok(f"{admin}/readyz", processes)
         yield LocalInjector(
-            url=f"https://127.0.0.1:{port}", admin=admin, ca_file=workdir / "certs" / "ca.crt"
+            url=f"https://127.0.0.1:{port}",
+            admin=admin,
+            ca_file=workdir / "certs" / "ca.crt",
+            process=process,
         )
     finally:
         processes.stop()

@@ -77,7 +77,7 @@ class PodMetadata(ListWatch):
                 await self._get("List", query, (self.connect_timeout, self.read_timeout))
             )
             for item in page.get("items") or []:
-                self._keep(pods, item.get("metadata") or {})
+                remember(pods, item.get("metadata") or {})
             metadata = page.get("metadata") or {}
             token = metadata.get("continue") or ""
             if not token:
@@ -120,17 +120,18 @@ class PodMetadata(ListWatch):
         if not isinstance(metadata, dict):
             return  # a bookmark: Watch has taken its resourceVersion
         if event["type"] in ("ADDED", "MODIFIED"):
-            self._keep(self.pods, metadata)
+            remember(self.pods, metadata)
         elif event["type"] == "DELETED":
             self.pods.pop(_key(metadata), None)
 
-    @staticmethod
-    def _keep(pods: dict[str, TrackedPod], metadata: Mapping[str, Any]) -> None:
-        pod = tracked(metadata)
-        if pod is None:
-            pods.pop(_key(metadata), None)
-        else:
-            pods[_key(metadata)] = pod
+
+def remember(pods: dict[str, TrackedPod], metadata: Mapping[str, Any]) -> None:
+    """Keep (or forget) what the tally needs of one pod, by namespace/name."""
+    pod = tracked(metadata)
+    if pod is None:
+        pods.pop(_key(metadata), None)
+    else:
+        pods[_key(metadata)] = pod
 
 
 def _key(metadata: Mapping[str, Any]) -> str:

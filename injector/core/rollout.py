@@ -39,7 +39,15 @@ class LiveTemplate:
 @dataclass(frozen=True, slots=True)
 class Tally:
     pods: dict[tuple[str, str, State], int]  # (namespace, template, state) -> pods
-    stale_oldest: dict[str, float]  # template -> seconds its longest-stale pod has been stale
+    # template -> since when its longest-stale pod has been stale (None: none is)
+    stale_since: dict[str, float | None]
+
+    def stale_oldest(self, now: float) -> dict[str, float]:
+        """Per template, the seconds its longest-stale pod has been stale at `now`."""
+        return {
+            name: 0.0 if since is None else max(0.0, now - since)
+            for name, since in self.stale_since.items()
+        }
 
 
 def live_templates(templates: TemplateSet) -> dict[str, LiveTemplate]:
@@ -78,14 +86,14 @@ def tracked(metadata: Mapping[str, Any]) -> TrackedPod | None:
     )
 
 
-def tally(pods: Iterable[TrackedPod], live: Mapping[str, LiveTemplate], *, now: float) -> Tally:
-    """Pods by (namespace, template, state), and per template how long its longest-stale
-    pod has been stale: since the later of its creation and the moment the live revision
-    took effect. A template name the ConfigMap does not have is labelled `unknown` (pods
-    choose the name: it must not mint series)."""
+def tally(pods: Iterable[TrackedPod], live: Mapping[str, LiveTemplate]) -> Tally:
+    """Pods by (namespace, template, state), and per template since when its
+    longest-stale pod has been stale: the later of its creation and the moment the live
+    revision took effect. A template name the ConfigMap does not have is labelled
+    `unknown` (pods choose the name: it must not mint series)."""
     revisions = {name: t.revision for name, t in live.items()}
     counts: dict[tuple[str, str, State], int] = {}
-    stale_since: dict[str, float] = {}
+    stale_since: dict[str, float | None] = dict.fromkeys(live)
     for pod in pods:
         state = verdict(bool(pod.revision), pod.revision, pod.template, revisions)
         template = pod.template if pod.template in live else UNKNOWN_TEMPLATE
@@ -94,8 +102,6 @@ def tally(pods: Iterable[TrackedPod], live: Mapping[str, LiveTemplate], *, now: 
         if state == "stale":
             took_effect = live[template].since if template in live else 0.0
             since = max(pod.created, took_effect)
-            stale_since[template] = min(stale_since.get(template, since), since)
-    oldest = {name: max(0.0, now - since) for name, since in stale_since.items()}
-    for name in live:  # a template with nothing stale shows 0, not no series
-        oldest.setdefault(name, 0.0)
-    return Tally(pods=counts, stale_oldest=oldest)
+            earliest = stale_since.get(template)
+            stale_since[template] = since if earliest is None else min(earliest, since)
+    return Tally(pods=counts, stale_since=stale_since)

@@ -25,7 +25,7 @@ from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 
 from injector.core import limits
-from injector.core.rollout import LiveTemplate, TrackedPod, tally, tracked
+from injector.core.rollout import LiveTemplate, Tally, TrackedPod, tally, tracked
 from injector.core.watching import Restart
 from injector.kube.configmap import api_client_for
 from injector.kube.listwatch import ListWatch, WatchProtocolError, read_json, short
@@ -53,6 +53,7 @@ class PodMetadata(ListWatch):
         self.api = api
         self.pods: dict[str, TrackedPod] = {}
         self.synced = False  # a whole list has been read
+        self.changes = 0  # lists and events taken: the tally is redone when it moves
 
     def forget(self) -> None:
         self.pods, self.synced, self.resource_version = {}, False, ""
@@ -83,6 +84,7 @@ class PodMetadata(ListWatch):
             if not token:
                 break
         self.pods, self.synced = pods, True
+        self.changes += 1
         self.resource_version = str(metadata["resourceVersion"])
 
     async def _watch_request(
@@ -118,11 +120,14 @@ class PodMetadata(ListWatch):
         obj = event.get("raw_object")
         metadata = obj.get("metadata") if isinstance(obj, dict) else None
         if not isinstance(metadata, dict):
-            return  # a bookmark: Watch has taken its resourceVersion
+            raise WatchProtocolError(f"an event without metadata: {short(str(event))!r}")
         if event["type"] in ("ADDED", "MODIFIED"):
             remember(self.pods, metadata)
         elif event["type"] == "DELETED":
             self.pods.pop(_key(metadata), None)
+        else:
+            return  # a bookmark: Watch has taken its resourceVersion
+        self.changes += 1
 
 
 def remember(pods: dict[str, TrackedPod], metadata: Mapping[str, Any]) -> None:
@@ -196,13 +201,18 @@ class RolloutWatch:
         self.metrics.rollout_leader.set(1)
         self.log.info("rollout_leading")
         pods = asyncio.create_task(self.pods.run())
+        counted: tuple[int, Mapping[str, LiveTemplate]] | None = None
+        last: Tally | None = None
         try:
             while True:
-                if self.pods.synced:
-                    live = self.live()
-                    if live:
-                        now = self.clock()
-                        self.metrics.observe_rollout(tally(self.pods.pods.values(), live, now=now))
+                live = self.live()
+                if self.pods.synced and live:
+                    if counted != (self.pods.changes, live):  # else only the clock moved
+                        counted, last = (
+                            (self.pods.changes, live),
+                            tally(self.pods.pods.values(), live),
+                        )
+                    self.metrics.observe_rollout(last, self.clock())
                 await asyncio.sleep(self.refresh)
         finally:
             pods.cancel()

@@ -196,12 +196,12 @@ class Metrics:
             registry=r,
         )
 
-    def observe_rollout(self, tally: Tally | None) -> None:
-        """The leader's count of pods by state (`tally`); None once this replica does not
-        lead: its series go, so only the leader's are scraped."""
+    def observe_rollout(self, tally: Tally | None, now: float = 0.0) -> None:
+        """The leader's count of pods by state (`tally`) at `now`; None once this replica
+        does not lead: its series go, so only the leader's are scraped."""
         shown_pods, shown_templates = self._rollout_shown
         pods = tally.pods if tally is not None else {}
-        oldest = tally.stale_oldest if tally is not None else {}
+        oldest = tally.stale_oldest(now) if tally is not None else {}
         for labels in shown_pods - pods.keys():
             self.rollout_pods.remove(*labels)
         for template in shown_templates - oldest.keys():

@@ -55,14 +55,14 @@ def test_every_pod_is_counted_in_the_state_status_gives_it() -> None:
     for pod in meshed_pods():
         kept = tracked(pod["metadata"])
         assert kept is not None
-        counted = tally([kept], LIVE, now=EDITED_AT)
+        counted = tally([kept], LIVE)
         (shown,) = workloads(Snapshot(pods=[pod]), revision="new", sidecar_names=frozenset())
         assert counted.pods == {("chassis", "template", shown.state): 1}
 
 
 def test_a_tally_counts_by_namespace_template_and_state() -> None:
     kept = [tracked(p["metadata"]) for p in meshed_pods()]
-    counted = tally([k for k in kept if k is not None], LIVE, now=EDITED_AT)
+    counted = tally([k for k in kept if k is not None], LIVE)
     assert counted.pods == {
         ("chassis", "template", "current"): 1,
         ("chassis", "template", "stale"): 2,
@@ -73,24 +73,25 @@ def test_a_tally_counts_by_namespace_template_and_state() -> None:
 def test_a_pod_is_stale_from_the_later_of_its_creation_and_the_edit() -> None:
     old = TrackedPod("a", "template", "old", created=EDITED_AT - 3600)
     young = TrackedPod("a", "template", "old", created=EDITED_AT + 50)
-    assert tally([old], LIVE, now=EDITED_AT + 100).stale_oldest == {"template": 100.0}
-    assert tally([young], LIVE, now=EDITED_AT + 100).stale_oldest == {"template": 50.0}
-    assert tally([old, young], LIVE, now=EDITED_AT + 100).stale_oldest == {"template": 100.0}
+    now = EDITED_AT + 100
+    assert tally([old], LIVE).stale_oldest(now) == {"template": 100.0}
+    assert tally([young], LIVE).stale_oldest(now) == {"template": 50.0}
+    assert tally([old, young], LIVE).stale_oldest(now) == {"template": 100.0}
 
 
 def test_a_template_with_nothing_stale_shows_zero() -> None:
     current = TrackedPod("a", "template", "new", created=0.0)
-    assert tally([current], LIVE, now=EDITED_AT).stale_oldest == {"template": 0.0}
-    assert tally([], LIVE, now=EDITED_AT).stale_oldest == {"template": 0.0}
+    assert tally([current], LIVE).stale_oldest(EDITED_AT) == {"template": 0.0}
+    assert tally([], LIVE).stale_oldest(EDITED_AT) == {"template": 0.0}
 
 
 def test_a_template_name_the_configmap_lacks_is_labelled_unknown() -> None:
     """Pods choose the name: a thousand invented names are one series, and their pods stale
     (as status says: the ConfigMap does not have that template)."""
     invented = [TrackedPod("a", f"no-such-{i}", "r", created=EDITED_AT) for i in range(1000)]
-    counted = tally(invented, LIVE, now=EDITED_AT + 10)
+    counted = tally(invented, LIVE)
     assert counted.pods == {("a", UNKNOWN_TEMPLATE, "stale"): 1000}
-    assert counted.stale_oldest == {"template": 0.0, UNKNOWN_TEMPLATE: 10.0}
+    assert counted.stale_oldest(EDITED_AT + 10) == {"template": 0.0, UNKNOWN_TEMPLATE: 10.0}
 
 
 def test_live_templates_are_the_active_ones_with_when_they_took_effect() -> None:

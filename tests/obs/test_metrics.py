@@ -54,12 +54,13 @@ def test_the_rollout_series_follow_each_tally_and_go_when_the_replica_stops_lead
     metrics.observe_rollout(
         Tally(
             pods={("a", "template", "stale"): 3, ("b", "template", "current"): 1},
-            stale_oldest={"template": 42.0},
-        )
+            stale_since={"template": 1000.0},
+        ),
+        now=1042.0,
     )
     assert (pods("a", "stale"), pods("b", "current"), oldest()) == (3, 1, 42.0)
     metrics.observe_rollout(
-        Tally(pods={("a", "template", "current"): 3}, stale_oldest={"template": 0.0})
+        Tally(pods={("a", "template", "current"): 3}, stale_since={"template": None})
     )
     assert (pods("a", "current"), pods("a", "stale"), pods("b", "current")) == (3, None, None)
     assert oldest() == 0

@@ -34,8 +34,27 @@ from injector.obs.metrics import Metrics
 LEASE_NAME = "mesher-injector-rollout"
 # What client-go's controllers use: a dead leader's Lease is taken after 15 s.
 LEASE_SECONDS, RENEW_DEADLINE_S, RETRY_S = 15, 10, 2
+LEASE_CALL_S = 5.0  # last renewal + retry + this < LEASE_SECONDS: no two leaders
 PODS = "/api/v1/pods"
 AS_METADATA = "application/json;as=PartialObjectMetadata{};g=meta.k8s.io;v=v1"
+
+
+class BoundedLeaseLock(LeaseLock):
+    """kubernetes_asyncio's LeaseLock with each call bounded by LEASE_CALL_S: the client
+    has no timeout of its own, and a leader whose renewal hangs must stop leading (the
+    error ends the election round) before its Lease expires and another replica leads."""
+
+    async def get(self, name: str, namespace: str) -> Any:
+        async with asyncio.timeout(LEASE_CALL_S):
+            return await super().get(name, namespace)
+
+    async def create(self, name: str, namespace: str, election_record: Any) -> bool:
+        async with asyncio.timeout(LEASE_CALL_S):
+            return await super().create(name, namespace, election_record)
+
+    async def update(self, name: str, namespace: str, updated_record: Any) -> bool:
+        async with asyncio.timeout(LEASE_CALL_S):
+            return await super().update(name, namespace, updated_record)
 
 
 def identity() -> str:
@@ -175,7 +194,7 @@ class RolloutWatch:
     async def run(self) -> None:
         self.metrics.rollout_leader.set(0)
         while True:
-            lock = LeaseLock(LEASE_NAME, self.namespace, self.identity, self.api)
+            lock = BoundedLeaseLock(LEASE_NAME, self.namespace, self.identity, self.api)
             config = electionconfig.Config(
                 lock,
                 lease_duration=LEASE_SECONDS,

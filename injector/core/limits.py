@@ -119,6 +119,9 @@ WATCH_BACKOFF_BASE_S = 0.25
 WATCH_BACKOFF_CAP_S = 30.0
 # Items per list page for status and restart: memory stays bounded on big clusters.
 LIST_PAGE = 500
+# Pods a `status` WHY names before "and N more" (fail-open pods created without mesher):
+# the table's row stays one line; `-o json` lists them all.
+MAX_NAMED_PODS = 3
 
 
 def clip(text: str, limit: int) -> str:

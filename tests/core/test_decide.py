@@ -106,13 +106,17 @@ def test_service_ports_not_declared_by_any_container_warn(template: Template) ->
 FAILURE_POLICY = "sidecar.mesher.io/failurePolicy"
 
 
+def answer_with_failure_policy(value: str, template: Template) -> tuple[dict[str, Any], Outcome]:
+    review = admission_fixture("server-mesher")
+    review["request"]["object"]["metadata"]["annotations"][FAILURE_POLICY] = value
+    return answer_for(review, template)
+
+
 @pytest.mark.parametrize("value", ["Ignore", "Fail"])
 def test_a_failure_policy_of_ignore_or_fail_is_injected_quietly(
     value: str, template: Template
 ) -> None:
-    review = admission_fixture("server-mesher")
-    review["request"]["object"]["metadata"]["annotations"][FAILURE_POLICY] = value
-    answer, outcome = answer_for(review, template)
+    answer, outcome = answer_with_failure_policy(value, template)
     assert outcome.decision == "injected"
     assert "warnings" not in answer["response"]
 
@@ -121,9 +125,7 @@ def test_a_failure_policy_of_ignore_or_fail_is_injected_quietly(
 def test_any_other_failure_policy_is_injected_with_a_warning_that_it_fails_closed(
     value: str, template: Template
 ) -> None:
-    review = admission_fixture("server-mesher")
-    review["request"]["object"]["metadata"]["annotations"][FAILURE_POLICY] = value
-    answer, outcome = answer_for(review, template)
+    answer, outcome = answer_with_failure_policy(value, template)
     assert outcome.decision == "injected"
     (warning,) = answer["response"]["warnings"]
     assert warning.startswith(f'{FAILURE_POLICY}="{value[:60]}')

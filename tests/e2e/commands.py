@@ -100,12 +100,20 @@ class Live:
         return self.cli("restart", "-n", namespace, "--poll-interval", "0.2", *args)
 
 
-async def ready_deployment(kube: Kube, namespace: str, name: str, *, replicas: int = 2) -> None:
+async def ready_deployment(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    *,
+    replicas: int = 2,
+    annotations: dict[str, str] = ASK,
+) -> Json:
+    """A Deployment whose pods carry `annotations`, rolled out; its pods."""
     await kube.create(
         f"/apis/apps/v1/namespaces/{namespace}/deployments",
-        manifests.deployment(name, replicas=replicas, annotations=ASK),
+        manifests.deployment(name, replicas=replicas, annotations=annotations),
     )
-    await wait_rolled_out(kube, namespace, name, replicas=replicas)
+    return await wait_rolled_out(kube, namespace, name, replicas=replicas)
 
 
 async def wait_rolled_out(kube: Kube, namespace: str, name: str, *, replicas: int) -> Json:

@@ -8,11 +8,12 @@ import contextlib
 import copy
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,19 +155,41 @@ def registered(control_plane: ControlPlane, configuration: dict[str, Any]) -> It
         kubectl_ok(control_plane, "delete", kind, name)
 
 
-def wait_until_the_api_server_calls(control_plane: ControlPlane, namespace: str) -> None:
-    """A webhook configuration reaches the API server's cache a moment after it is stored:
-    dry-run a pod that asks until it comes back injected."""
-    probe = json.dumps(manifests.pod("probe", annotations=ASK))
+def dry_run_until(
+    control_plane: ControlPlane,
+    namespace: str,
+    probe: dict[str, Any],
+    answered: Callable[[subprocess.CompletedProcess[str]], bool],
+    *,
+    never: str,
+) -> None:
+    """A webhook configuration (or the injector behind it) reaches the API server's cache
+    a moment after it changes: `kubectl create --dry-run=server -o json` of `probe` in
+    `namespace` until `answered` says the answer is the awaited one; AssertionError
+    (`never`, after REGISTRATION_LIMIT) if it never is."""
+    text = json.dumps(probe)
     deadline = time.monotonic() + REGISTRATION_LIMIT
     while time.monotonic() < deadline:
         created = control_plane.kubectl(
-            "create", "--dry-run=server", "-o", "json", "-n", namespace, "-f", "-", stdin=probe
+            "create", "--dry-run=server", "-o", "json", "-n", namespace, "-f", "-", stdin=text
         )
-        if created.returncode == 0 and "mesher" in container_names(json.loads(created.stdout)):
+        if answered(created):
             return
         time.sleep(0.2)
-    raise AssertionError(f"the webhook was not called within {REGISTRATION_LIMIT} s")
+    raise AssertionError(f"{never} within {REGISTRATION_LIMIT} s")
+
+
+def wait_until_the_api_server_calls(control_plane: ControlPlane, namespace: str) -> None:
+    """Dry-run a pod that asks until it comes back injected."""
+    dry_run_until(
+        control_plane,
+        namespace,
+        manifests.pod("probe", annotations=ASK),
+        lambda created: (
+            created.returncode == 0 and "mesher" in container_names(json.loads(created.stdout))
+        ),
+        never="the webhook was not called",
+    )
 
 
 @contextlib.contextmanager
@@ -197,29 +220,23 @@ def wait_until_a_pod_that_asks_is_refused(control_plane: ControlPlane) -> None:
     """After the injector stopped, its registration still there: until the API server
     refuses a pod that asks (probed in a labelled namespace of its own) for want of an
     answer."""
-    probe = json.dumps(manifests.pod("probe", annotations=ASK))
-    deadline = time.monotonic() + REGISTRATION_LIMIT
     with probe_namespace(control_plane) as probing:
-        while time.monotonic() < deadline:
-            created = control_plane.kubectl(
-                "create", "--dry-run=server", "-n", probing, "-f", "-", stdin=probe
-            )
-            if UNREACHABLE in created.stderr:
-                return
-            time.sleep(0.2)
-    raise AssertionError(f"pods that ask were still admitted {REGISTRATION_LIMIT} s on")
+        dry_run_until(
+            control_plane,
+            probing,
+            manifests.pod("probe", annotations=ASK),
+            lambda created: UNREACHABLE in created.stderr,
+            never="pods that ask were still admitted",
+        )
 
 
 def wait_until_a_broken_template_is_refused(control_plane: ControlPlane, namespace: str) -> None:
     """The template's validating webhook reaches the API server's cache after a moment:
     dry-run a broken template in `namespace` until the webhook refuses it."""
-    probe = json.dumps(template_configmap(UNKNOWN_VARIABLE))
-    deadline = time.monotonic() + REGISTRATION_LIMIT
-    while time.monotonic() < deadline:
-        result = control_plane.kubectl(
-            "create", "--dry-run=server", "-n", namespace, "-f", "-", stdin=probe
-        )
-        if DENIED_TEMPLATE in result.stderr:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the template webhook was not called within {REGISTRATION_LIMIT} s")
+    dry_run_until(
+        control_plane,
+        namespace,
+        template_configmap(UNKNOWN_VARIABLE),
+        lambda created: DENIED_TEMPLATE in created.stderr,
+        never="the template webhook was not called",
+    )

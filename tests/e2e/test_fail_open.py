@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import manifests
-from tests.e2e.commands import Live, wait_rolled_out
+from tests.e2e.commands import Live, ready_deployment
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.injector import (
     UNREACHABLE,
@@ -144,11 +144,7 @@ async def test_once_the_injector_is_back_the_fail_open_entry_calls_it_for_its_po
 async def test_status_names_the_pods_that_failed_open_and_restart_meshes_them_once_it_is_back(
     kube: Kube, labelled_namespace: str, outage: Outage
 ) -> None:
-    await kube.create(
-        f"/apis/apps/v1/namespaces/{labelled_namespace}/deployments",
-        manifests.deployment("web", replicas=2, annotations=FAILS_OPEN),
-    )
-    rolled = await wait_rolled_out(kube, labelled_namespace, "web", replicas=2)
+    rolled = await ready_deployment(kube, labelled_namespace, "web", annotations=FAILS_OPEN)
     names = sorted(p["metadata"]["name"] for p in rolled["items"])
     assert not any(injected(p) for p in rolled["items"])
 

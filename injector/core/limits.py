@@ -123,6 +123,9 @@ LIST_PAGE = 500
 # How often the rollout leader recounts its pods for /metrics (one pass over them: a few
 # milliseconds per 10,000 pods).
 ROLLOUT_REFRESH_S = 2.0
+# Pods a `status` WHY names before "and N more" (fail-open pods created without mesher):
+# the table's row stays one line; `-o json` lists them all.
+MAX_NAMED_PODS = 3
 
 
 def clip(text: str, limit: int) -> str:

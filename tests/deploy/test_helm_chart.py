@@ -52,6 +52,13 @@ def render(*args: str, namespace: str = "mesher-system") -> dict[tuple[str, str,
     return by_key(helm_template(helm(), *args, namespace=namespace))
 
 
+def every_webhook(charted: dict[tuple[str, str, str], Json]) -> list[Json]:
+    """The entries of both webhook configurations (the mutating one has two)."""
+    found = [w for kind in WEBHOOKS for w in charted[(kind, "", "mesher-injector")]["webhooks"]]
+    assert len(found) == 3
+    return found
+
+
 def comparable(obj: Json) -> tuple[Json, dict[str, str]]:
     """The object less its labels (returned apart) and its webhooks' caBundle: what kustomize
     and helm must render alike."""
@@ -110,6 +117,12 @@ def test_the_chart_installs_what_deploy_installs(default: dict[tuple[str, str, s
     assert_same_objects(kustomized, default)
     extra = set(default) - {key(o) for o in kustomized}
     assert extra == SELF_SIGNED_SECRETS | {TEMPLATE_KEY}
+    # the strict entry, then the one pods annotated failurePolicy: Ignore go to
+    mutating = default[("MutatingWebhookConfiguration", "", "mesher-injector")]["webhooks"]
+    assert [(w["name"], w["failurePolicy"]) for w in mutating] == [
+        ("sidecar.mesher.io", "Fail"),
+        ("fail-open.sidecar.mesher.io", "Ignore"),
+    ]
 
 
 def test_the_chart_with_cert_manager_installs_what_deploy_cert_manager_installs() -> None:
@@ -118,8 +131,7 @@ def test_the_chart_with_cert_manager_installs_what_deploy_cert_manager_installs(
 
     assert_same_objects(kustomized, charted)
     assert set(charted) - {key(o) for o in kustomized} == {TEMPLATE_KEY}
-    for kind in WEBHOOKS:
-        (webhook,) = charted[(kind, "", "mesher-injector")]["webhooks"]
+    for webhook in every_webhook(charted):
         assert "caBundle" not in webhook["clientConfig"]  # cert-manager's cainjector fills it
 
 
@@ -191,8 +203,7 @@ def test_the_self_signed_default_serves_the_services_names_under_the_ca_the_webh
     assert names.get_values_for_type(x509.DNSName) == service_dns_names(
         "mesher-injector", "mesher-system"
     )
-    for kind in WEBHOOKS:
-        (webhook,) = default[(kind, "", "mesher-injector")]["webhooks"]
+    for webhook in every_webhook(default):
         assert webhook["clientConfig"]["caBundle"] == ca["data"]["tls.crt"]
     # the expiry an upgrade renews by, written beside the certificate
     not_after = datetime.datetime.fromisoformat(
@@ -215,8 +226,7 @@ def test_provided_certificates_mount_the_users_secret_and_trust_the_users_ca() -
     pod = charted[("Deployment", "mesher-system", "mesher-injector")]["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if "secret" in v]
     assert volume["secret"]["secretName"] == "my-tls"
-    for kind in WEBHOOKS:
-        (webhook,) = charted[(kind, "", "mesher-injector")]["webhooks"]
+    for webhook in every_webhook(charted):
         assert webhook["clientConfig"]["caBundle"] == A_CA_BUNDLE
 
 
@@ -268,15 +278,17 @@ def test_the_values_reach_the_objects() -> None:
     assert args.configmap == ""  # the ConfigMap is looked up in the pod's own namespace
     (binding,) = charted[("RoleBinding", "mesh-tools", "mesher-injector")]["subjects"]
     assert binding["namespace"] == "mesh-tools"
-    (mutating,) = charted[("MutatingWebhookConfiguration", "", "mesher-injector")]["webhooks"]
+    strict, fail_open = charted[("MutatingWebhookConfiguration", "", "mesher-injector")]["webhooks"]
     (validating,) = charted[("ValidatingWebhookConfiguration", "", "mesher-injector")]["webhooks"]
-    assert (mutating["failurePolicy"], mutating["timeoutSeconds"]) == ("Ignore", 10)
+    assert (strict["failurePolicy"], strict["timeoutSeconds"]) == ("Ignore", 10)
     assert validating["failurePolicy"] == "Ignore"  # always: an outage never blocks a fix
-    (excluded,) = mutating["namespaceSelector"]["matchExpressions"]
-    assert excluded["values"] == ["kube-system", "legacy", "mesh-tools"]
+    assert (fail_open["failurePolicy"], fail_open["timeoutSeconds"]) == ("Ignore", 10)
+    for hook in (strict, fail_open):
+        (excluded,) = hook["namespaceSelector"]["matchExpressions"]
+        assert excluded["values"] == ["kube-system", "legacy", "mesh-tools"]
     (selected,) = validating["namespaceSelector"]["matchExpressions"]
     assert selected["values"] == ["mesh-tools"]
-    for hook in (mutating, validating):
+    for hook in (strict, fail_open, validating):
         assert hook["clientConfig"]["service"]["namespace"] == "mesh-tools"
     tls = charted[("Secret", "mesh-tools", "mesher-injector-tls")]
     names = certificate(tls, "tls.crt").extensions.get_extension_for_class(

@@ -142,12 +142,14 @@ def test_the_readmes_cert_manager_overlay_moves_everything_to_another_namespace(
     (webhook,) = [d for d in built if d["kind"] == "MutatingWebhookConfiguration"]
     (validating,) = [d for d in built if d["kind"] == "ValidatingWebhookConfiguration"]
     for configuration in (webhook, validating):
-        (hook,) = configuration["webhooks"]
-        assert hook["clientConfig"]["service"]["namespace"] == "mesh-tools"
+        for hook in configuration["webhooks"]:
+            assert hook["clientConfig"]["service"]["namespace"] == "mesh-tools"
         annotations = configuration["metadata"]["annotations"]
         assert annotations["cert-manager.io/inject-ca-from"] == "mesh-tools/mesher-injector-serving"
-    (excluded,) = webhook["webhooks"][0]["namespaceSelector"]["matchExpressions"]
-    assert excluded["values"] == ["kube-system", "kube-public", "mesh-tools"]
+    assert len(webhook["webhooks"]) == 2  # fail-closed and fail-open pods
+    for hook in webhook["webhooks"]:
+        (excluded,) = hook["namespaceSelector"]["matchExpressions"]
+        assert excluded["values"] == ["kube-system", "kube-public", "mesh-tools"]
     (selected,) = validating["webhooks"][0]["namespaceSelector"]["matchExpressions"]
     assert selected["values"] == ["mesh-tools"]
     (serving,) = [
@@ -309,7 +311,8 @@ def test_service_maps_443_to_the_webhook_port_and_nothing_else(
 
 def test_webhook_configuration_matches_the_service_and_the_server() -> None:
     config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
-    (hook,) = config["webhooks"]
+    hook, _ = config["webhooks"]  # the fail-open entry equals it but for three fields (below)
+    assert hook["name"] == "sidecar.mesher.io"
     service = webhook_service()
     client = hook["clientConfig"]["service"]
     assert client["name"] == service["metadata"]["name"]
@@ -431,17 +434,51 @@ def test_the_base_never_applies_the_template_configmap() -> None:
     assert not (BASE / "template.yaml").exists()
 
 
+ASKS_FOR_MESHER = (
+    "has(object.metadata.annotations) && 'sidecar.mesher.io/inject' in object.metadata.annotations"
+)
+FAILS_OPEN = (
+    "has(object.metadata.annotations) && "
+    "'sidecar.mesher.io/failurePolicy' in object.metadata.annotations && "
+    "object.metadata.annotations['sidecar.mesher.io/failurePolicy'] == 'Ignore'"
+)
+
+
+def test_pods_that_fail_open_go_to_a_second_entry_equal_to_the_first_but_for_its_policy() -> None:
+    """The strict entry takes the pods that ask, less those annotated failurePolicy:
+    Ignore, which only the fail-open entry takes: each pod that asks is sent once (the
+    API server evaluates the conditions: tests/e2e/test_fail_open.py)."""
+    config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
+    strict, fail_open = config["webhooks"]
+
+    conditions = {
+        hook["name"]: {c["name"]: c["expression"] for c in hook["matchConditions"]}
+        for hook in (strict, fail_open)
+    }
+    assert conditions == {
+        "sidecar.mesher.io": {
+            "asks-for-mesher": ASKS_FOR_MESHER,
+            "fails-closed": f"!({FAILS_OPEN})",
+        },
+        "fail-open.sidecar.mesher.io": {
+            "asks-for-mesher": ASKS_FOR_MESHER,
+            "fails-open": FAILS_OPEN,
+        },
+    }
+    assert (strict["failurePolicy"], fail_open["failurePolicy"]) == ("Fail", "Ignore")
+    differing = ("name", "failurePolicy", "matchConditions")
+    assert {k: v for k, v in strict.items() if k not in differing} == {
+        k: v for k, v in fail_open.items() if k not in differing
+    }
+
+
 def test_a_pod_that_does_not_carry_the_inject_annotation_needs_no_webhook_call() -> None:
     """deploy/'s matchConditions send only pods carrying the inject annotation (the API
     server evaluates them: tests/e2e/test_outage.py). So every recorded pod without it
     must be one the injector leaves alone, without even a warning."""
     config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
-    (hook,) = config["webhooks"]
-    (condition,) = hook["matchConditions"]
-    assert condition["expression"] == (
-        "has(object.metadata.annotations) && "
-        "'sidecar.mesher.io/inject' in object.metadata.annotations"
-    )
+    for hook in config["webhooks"]:
+        assert hook["matchConditions"][0]["expression"] == ASKS_FOR_MESHER
     for name in admission_fixture_names():
         request = admission_fixture(name)["request"]
         if request["kind"]["kind"] != "Pod":

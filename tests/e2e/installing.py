@@ -80,6 +80,23 @@ def template_data(plane: ControlPlane, namespace: str = INJECTOR_NAMESPACE) -> d
     return data
 
 
+def ca_bundles(plane: ControlPlane) -> list[str]:
+    """The caBundle of every entry of both webhook configurations ("" where one has none):
+    install.sh, the chart and cert-manager must set them all (the mutating one has two)."""
+    return [
+        bundle
+        for kind in WEBHOOK_KINDS
+        for bundle in kubectl_ok(
+            plane,
+            "get",
+            kind,
+            "mesher-injector",
+            "-o",
+            'jsonpath={range .webhooks[*]}{.clientConfig.caBundle}{"\\n"}{end}',
+        ).splitlines()
+    ]
+
+
 def serving_names(secret: Json) -> list[str]:
     """The DNS names the serving certificate in a TLS Secret is valid for."""
     cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))

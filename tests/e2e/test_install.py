@@ -32,6 +32,7 @@ from tests.e2e.installing import (
     a_users_workload,
     assert_passed_and_cleaned_up,
     assert_untouched,
+    ca_bundles,
     create_pod,
     get,
     gone_or_going,
@@ -94,12 +95,12 @@ def test_an_install_into_another_namespace_injects_through_the_service_there(
     for kind in WEBHOOK_KINDS:
         configuration = get(bare_plane, kind, "mesher-injector")
         assert configuration is not None
-        (hook,) = configuration["webhooks"]
-        assert hook["clientConfig"]["service"]["namespace"] == ELSEWHERE
-        assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
-        (names,) = hook["namespaceSelector"]["matchExpressions"]
-        assert ELSEWHERE in names["values"]
-        assert INJECTOR_NAMESPACE not in names["values"]
+        for hook in configuration["webhooks"]:  # the mutating one has two
+            assert hook["clientConfig"]["service"]["namespace"] == ELSEWHERE
+            assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+            (names,) = hook["namespaceSelector"]["matchExpressions"]
+            assert ELSEWHERE in names["values"]
+            assert INJECTOR_NAMESPACE not in names["values"]
     assert template_data(bare_plane, ELSEWHERE) == {"template.yaml": DEFAULT_TEMPLATE.read_text()}
     # The API server calls the injector at mesher-injector.ELSEWHERE.svc and trusts it.
     opt_in(bare_plane, APP)
@@ -205,14 +206,11 @@ def test_a_re_install_keeps_the_admins_template_edit(installed: ControlPlane) ->
 
 
 def ca_bundle(plane: ControlPlane) -> str:
-    return kubectl_ok(
-        plane,
-        "get",
-        "mutatingwebhookconfiguration",
-        "mesher-injector",
-        "-o",
-        "jsonpath={.webhooks[0].clientConfig.caBundle}",
-    )
+    """The CA every webhook entry trusts (install.sh sets them all alike)."""
+    bundles = ca_bundles(plane)
+    assert len(bundles) == 3, bundles
+    assert len(set(bundles)) == 1, "the webhook entries trust different CAs"
+    return bundles[0]
 
 
 def injector_pods(plane: ControlPlane) -> set[str]:

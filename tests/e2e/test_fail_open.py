@@ -3,7 +3,8 @@ deploy/'s mutating configuration (both entries, their matchConditions evaluated 
 kube-apiserver) registered for a local injector that answered, then stopped. While nothing
 answers, a pod that fails open is created without mesher and every other pod that asks is
 refused; once the injector is back at the same URL, the fail-open entry calls it, each pod
-is sent once, and `mesher-injector status` names the pods that failed open meanwhile."""
+is sent once, `mesher-injector status` names the pods that failed open meanwhile and the
+rollout gauges count them missing until a restart meshes them."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from tests.e2e.injector import (
     wait_until_the_api_server_calls,
 )
 from tests.e2e.kube import ApiError, Json, Kube
-from tests.e2e.manifests import ASK, container_names, template_configmap
+from tests.e2e.manifests import ASK, TEMPLATE_CONFIGMAP, container_names, template_configmap
+from tests.e2e.rollout import eventually, leads, pods_by_state
 from tests.support.helpers import DEFAULT_TEMPLATE
 from tests.support.processes import free_port
 
@@ -56,7 +58,14 @@ class Outage:
 
     @contextlib.contextmanager
     def back(self) -> Iterator[LocalInjector]:
-        with running_injector(self.workdir, port=self.port) as local:
+        """Back with the template from SYSTEM's ConfigMap, so it also leads the rollout
+        watch there (the only replica)."""
+        with running_injector(
+            self.workdir,
+            port=self.port,
+            configmap=f"{SYSTEM}/{TEMPLATE_CONFIGMAP}",
+            kubeconfig=self.control_plane.kubeconfig,
+        ) as local:
             wait_until_the_api_server_calls(self.control_plane, self.probes)
             yield local
 
@@ -163,9 +172,19 @@ async def test_status_names_the_pods_that_failed_open_and_restart_meshes_them_on
         f"/apis/apps/v1/namespaces/{SYSTEM}/deployments/mesher-injector",
         lambda d: d["status"].get("availableReplicas") == 1,
     )
-    with outage.back():
+    with outage.back() as injector:
+        # The rollout gauges count them missing until the restart, then current.
+        await eventually(lambda: leads(injector), bool)
+        by_state = await eventually(
+            lambda: pods_by_state(injector, labelled_namespace), lambda seen: seen != {}
+        )
+        assert by_state == {"missing": 2}
         restarted = outage.live.restart(labelled_namespace)
         code, workloads = outage.live.status(labelled_namespace)
+        await eventually(
+            lambda: pods_by_state(injector, labelled_namespace),
+            lambda seen: seen == {"current": 2},
+        )
 
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     assert (code, workloads["Deployment/web"]["state"]) == (0, "current")

@@ -17,6 +17,7 @@ from injector.web.tls import service_dns_names
 from tests.support.charts import (
     CHART,
     CHART_LABELS,
+    CLUSTER_SCOPED,
     Json,
     by_key,
     helm_binary,
@@ -24,6 +25,7 @@ from tests.support.charts import (
     key,
     kubectl_binary,
     kustomize,
+    readme_overlay,
     run,
 )
 from tests.support.helpers import DEFAULT_TEMPLATE, ROOT
@@ -92,8 +94,9 @@ def default() -> dict[tuple[str, str, str], Json]:
             "--set",
             f"certificates.provided.caBundle={A_CA_BUNDLE}",
         ],
+        ["--set", "rolloutWatch.enabled=false", "--set", "monitoring.enabled=true"],
     ],
-    ids=["default", "cert-manager-and-monitoring", "provided"],
+    ids=["default", "cert-manager-and-monitoring", "provided", "no-rollout-watch"],
 )
 def test_helm_lint_passes_strict(values: list[str]) -> None:
     linted = run([str(helm()), "lint", "--strict", str(CHART), *values])
@@ -257,8 +260,10 @@ def test_the_values_reach_the_objects() -> None:
     )
 
     for kind, namespace, name in charted:
-        if kind not in WEBHOOKS:
+        if kind not in CLUSTER_SCOPED:
             assert namespace == "mesh-tools", (kind, name)
+    (subject,) = charted[("ClusterRoleBinding", "", "mesher-injector")]["subjects"]
+    assert subject["namespace"] == "mesh-tools"
     deployment = charted[("Deployment", "mesh-tools", "mesher-injector")]["spec"]
     assert deployment["replicas"] == 3
     (container,) = deployment["template"]["spec"]["containers"]
@@ -290,4 +295,34 @@ def test_the_values_reach_the_objects() -> None:
 def test_the_release_namespace_is_the_injectors_by_default() -> None:
     charted = render(namespace="mesh-tools")
 
-    assert {namespace for kind, namespace, _ in charted if kind not in WEBHOOKS} == {"mesh-tools"}
+    assert {namespace for kind, namespace, _ in charted if kind not in CLUSTER_SCOPED} == {
+        "mesh-tools"
+    }
+
+
+ROLLOUT_WATCH_OFF = ("--set", "rolloutWatch.enabled=false")
+ROLLOUT_OBJECTS = {
+    ("ClusterRole", "", "mesher-injector"),
+    ("ClusterRoleBinding", "", "mesher-injector"),
+}
+
+
+def test_without_the_rollout_watch_the_chart_grants_no_pods_nor_leases_and_turns_it_off(
+    default: dict[tuple[str, str, str], Json],
+) -> None:
+    charted = render(*ROLLOUT_WATCH_OFF)
+
+    assert set(default) >= ROLLOUT_OBJECTS
+    assert set(charted) == set(default) - ROLLOUT_OBJECTS
+    (rule,) = charted[("Role", "mesher-system", "mesher-injector")]["rules"]
+    assert rule["resources"] == ["configmaps"]
+    deployment = charted[("Deployment", "mesher-system", "mesher-injector")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MESHER_INJECTOR_ROLLOUT_WATCH", "value": "false"} in container["env"]
+
+
+def test_the_readmes_overlay_without_the_rollout_watch_is_the_charts(tmp_path: Path) -> None:
+    kustomized = kustomize(readme_overlay(tmp_path, "# no-rollout-watch/kustomization.yaml"))
+
+    assert_same_objects(kustomized, render(*ROLLOUT_WATCH_OFF))
+    assert not ROLLOUT_OBJECTS & {key(o) for o in kustomized}

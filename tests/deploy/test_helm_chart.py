@@ -230,6 +230,7 @@ def test_provided_certificates_mount_the_users_secret_and_trust_the_users_ca() -
         (["--set", "certificates.source=vault"], "certificates/source"),
         (["--set", "webhook.failurePolicy=Never"], "webhook/failurePolicy"),
         (["--set", "replica=3"], "'replica' not allowed"),
+        (["--set", "monitoring.alerts.staleSidecarsAfter=1d"], "staleSidecarsAfter"),
     ],
 )
 def test_a_wrong_value_is_refused_with_its_name(values: list[str], message: str) -> None:
@@ -301,6 +302,7 @@ def test_the_release_namespace_is_the_injectors_by_default() -> None:
 
 
 ROLLOUT_WATCH_OFF = ("--set", "rolloutWatch.enabled=false")
+RULE_KEY = ("PrometheusRule", "mesher-system", "mesher-injector")
 ROLLOUT_OBJECTS = {
     ("ClusterRole", "", "mesher-injector"),
     ("ClusterRoleBinding", "", "mesher-injector"),
@@ -310,15 +312,17 @@ ROLLOUT_OBJECTS = {
 def test_without_the_rollout_watch_the_chart_grants_no_pods_nor_leases_and_turns_it_off(
     default: dict[tuple[str, str, str], Json],
 ) -> None:
-    charted = render(*ROLLOUT_WATCH_OFF)
+    charted = render(*ROLLOUT_WATCH_OFF, "--set", "monitoring.enabled=true")
 
     assert set(default) >= ROLLOUT_OBJECTS
-    assert set(charted) == set(default) - ROLLOUT_OBJECTS
+    assert set(charted) == set(render("--set", "monitoring.enabled=true")) - ROLLOUT_OBJECTS
     (rule,) = charted[("Role", "mesher-system", "mesher-injector")]["rules"]
     assert rule["resources"] == ["configmaps"]
     deployment = charted[("Deployment", "mesher-system", "mesher-injector")]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert {"name": "MESHER_INJECTOR_ROLLOUT_WATCH", "value": "false"} in container["env"]
+    groups = charted[RULE_KEY]["spec"]["groups"]
+    assert [g["name"] for g in groups] == ["mesher-injector"]
 
 
 def test_the_readmes_overlay_without_the_rollout_watch_is_the_charts(tmp_path: Path) -> None:
@@ -326,3 +330,30 @@ def test_the_readmes_overlay_without_the_rollout_watch_is_the_charts(tmp_path: P
 
     assert_same_objects(kustomized, render(*ROLLOUT_WATCH_OFF))
     assert not ROLLOUT_OBJECTS & {key(o) for o in kustomized}
+
+
+def stale_alert(prometheus_rule: Json) -> Json:
+    groups = prometheus_rule["spec"]["groups"]
+    (rule,) = [r for g in groups for r in g["rules"] if r["alert"] == "MesherInjectorSidecarsStale"]
+    found: Json = rule
+    return found
+
+
+def test_stale_sidecars_after_sets_the_stale_alerts_threshold_and_nothing_else() -> None:
+    on = ("--set", "monitoring.enabled=true")
+    shipped = stale_alert(render(*on)[RULE_KEY])
+    charted = stale_alert(
+        render(*on, "--set", "monitoring.alerts.staleSidecarsAfter=3600")[RULE_KEY]
+    )
+
+    assert shipped["expr"].endswith(" > 86400")
+    assert charted == {**shipped, "expr": shipped["expr"].removesuffix("86400") + "3600"}
+
+
+def test_the_readmes_stale_threshold_overlay_is_the_charts_value(tmp_path: Path) -> None:
+    kustomized = by_key(kustomize(readme_overlay(tmp_path, "# my-alerts/kustomization.yaml")))
+    charted = render(
+        "--set", "monitoring.enabled=true", "--set", "monitoring.alerts.staleSidecarsAfter=21600"
+    )
+
+    assert stale_alert(kustomized[RULE_KEY]) == stale_alert(charted[RULE_KEY])

@@ -168,8 +168,12 @@ def assert_passed_and_cleaned_up(
     return announced
 
 
-# What deploy/install.sh makes in the injector's namespace, besides the template ConfigMap.
+# What deploy/install.sh makes, besides the template ConfigMap and the webhook
+# configurations (WEBHOOK_KINDS): in the injector's namespace, and the rollout watch's
+# cluster-wide ClusterRole and binding (a `-n` is ignored for those).
 INSTALLED_OBJECTS = (
+    "clusterrole/mesher-injector",
+    "clusterrolebinding/mesher-injector",
     "deployment/mesher-injector",
     "service/mesher-injector",
     "service/mesher-injector-metrics",

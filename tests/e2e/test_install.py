@@ -102,6 +102,11 @@ def test_an_install_into_another_namespace_injects_through_the_service_there(
             assert ELSEWHERE in names["values"]
             assert INJECTOR_NAMESPACE not in names["values"]
     assert template_data(bare_plane, ELSEWHERE) == {"template.yaml": DEFAULT_TEMPLATE.read_text()}
+    # The rollout watch's cluster-wide binding names the ServiceAccount there too.
+    binding = get(bare_plane, "clusterrolebinding", "mesher-injector")
+    assert binding is not None
+    (subject,) = binding["subjects"]
+    assert (subject["name"], subject["namespace"]) == ("mesher-injector", ELSEWHERE)
     # The API server calls the injector at mesher-injector.ELSEWHERE.svc and trusts it.
     opt_in(bare_plane, APP)
     wait_until_the_api_server_calls(bare_plane, APP)
@@ -176,6 +181,36 @@ def test_a_fresh_install_refuses_a_broken_template_edit_through_the_service(
     assert applied.returncode != 0
     assert DENIED_TEMPLATE in applied.stderr
     assert stored_template(installed) == before
+
+
+def test_a_fresh_install_makes_every_installed_object(installed: ControlPlane) -> None:
+    for made in INSTALLED_OBJECTS:
+        assert not gone_or_going(get(installed, made, "-n", INJECTOR_NAMESPACE)), made
+
+
+def test_the_injectors_account_may_list_pods_everywhere_and_hold_its_lease_only(
+    installed: ControlPlane,
+) -> None:
+    """What the API server's RBAC authorizer answers for the rollout watch's verbs."""
+    account = f"system:serviceaccount:{INJECTOR_NAMESPACE}:mesher-injector"
+
+    def may(*request: str) -> bool:
+        answer = installed.kubectl("auth", "can-i", *request, "--as", account)
+        assert answer.stdout.strip() in ("yes", "no"), answer.stdout + answer.stderr
+        return answer.stdout.strip() == "yes"
+
+    own = ("-n", INJECTOR_NAMESPACE)
+    assert may("list", "pods", "--all-namespaces")
+    assert may("watch", "pods", "--all-namespaces")
+    assert may("get", "leases/mesher-injector-rollout", *own)
+    assert may("update", "leases/mesher-injector-rollout", *own)
+    assert may("create", "leases", *own)
+    assert not may("get", "pods", "-n", APP)
+    assert not may("delete", "pods", "-n", APP)
+    assert not may("update", "leases/another", *own)
+    assert not may("delete", "leases/mesher-injector-rollout", *own)
+    assert not may("create", "leases", "-n", APP)
+    assert not may("list", "secrets", "--all-namespaces")
 
 
 def test_a_re_install_keeps_the_admins_template_edit(installed: ControlPlane) -> None:

@@ -25,13 +25,14 @@ from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 
 from injector.core import limits
+from injector.core.names import ROLLOUT_LEASE
 from injector.core.rollout import LiveTemplate, Tally, TrackedPod, tally, tracked
 from injector.core.watching import Restart
 from injector.kube.configmap import api_client_for
 from injector.kube.listwatch import ListWatch, WatchProtocolError, read_json, short
 from injector.obs.metrics import Metrics
 
-LEASE_NAME = "mesher-injector-rollout"
+LEASE_NAME = ROLLOUT_LEASE
 # What client-go's controllers use: a dead leader's Lease is taken after 15 s.
 LEASE_SECONDS, RENEW_DEADLINE_S, RETRY_S = 15, 10, 2
 LEASE_CALL_S = 5.0  # last renewal + retry + this < LEASE_SECONDS: no two leaders
@@ -192,7 +193,7 @@ class RolloutWatch:
         self._leading: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        self.metrics.rollout_leader.set(0)
+        self.metrics.track_rollout()
         while True:
             lock = BoundedLeaseLock(LEASE_NAME, self.namespace, self.identity, self.api)
             config = electionconfig.Config(
@@ -261,9 +262,8 @@ class RolloutWatch:
             async with asyncio.timeout(RETRY_S):
                 lease = await leases.read_namespaced_lease(LEASE_NAME, self.namespace)
                 if lease.spec is not None and lease.spec.holder_identity == self.identity:
-                    await leases.patch_namespaced_lease(
-                        LEASE_NAME, self.namespace, {"spec": {"holderIdentity": None}}
-                    )
+                    lease.spec.holder_identity = ""  # released, as client-go does it
+                    await leases.replace_namespaced_lease(LEASE_NAME, self.namespace, lease)
                     self.log.info("rollout_lease_released")
         except Exception as exc:  # best effort: the Lease expires by itself
             self.log.info("rollout_lease_not_released", error=short(f"{type(exc).__name__}: {exc}"))

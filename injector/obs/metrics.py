@@ -169,10 +169,11 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        self.rollout_leader = Gauge(
+        self.rollout_leader = Gauge(  # registered by track_rollout: only where it runs
             "mesher_injector_rollout_leader",
-            "1 while this replica leads the rollout watch (a Lease), else 0.",
-            registry=r,
+            "1 while this replica leads the rollout watch (a Lease), else 0; no series "
+            "where the watch does not run (--rollout-watch=false, a template file).",
+            registry=None,
         )
         self.rollout_pods = Gauge(
             "mesher_injector_pods",
@@ -195,6 +196,12 @@ class Metrics:
             "Expiry of the serving certificate in use (Unix time).",
             registry=r,
         )
+
+    def track_rollout(self) -> None:
+        """This replica runs for the rollout Lease: export the leader gauge, at 0."""
+        if self.registry.get_sample_value("mesher_injector_rollout_leader") is None:
+            self.registry.register(self.rollout_leader)
+        self.rollout_leader.set(0)
 
     def observe_rollout(self, tally: Tally | None, now: float = 0.0) -> None:
         """The leader's count of pods by state (`tally`) at `now`; None once this replica

@@ -11,6 +11,7 @@ import yaml
 from injector.cli.main import build_parser
 from injector.core.decide import decide
 from injector.core.manual import inject_documents
+from injector.core.names import ROLLOUT_LEASE
 from injector.core.settings import ConfigMapRef
 from injector.core.template import Template, load_template
 from injector.web.tls import service_dns_names
@@ -204,7 +205,6 @@ def test_the_template_configmap_equals_config() -> None:
 
 
 # The Lease the rollout watch's replicas elect their leader with (serve --rollout-watch).
-ROLLOUT_LEASE = "mesher-injector-rollout"
 
 
 def test_rbac_allows_reading_the_template_and_holding_the_rollout_lease_only(

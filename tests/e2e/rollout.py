@@ -1,5 +1,5 @@
-"""What a local injector's rollout watch exports, read from its /metrics as Prometheus
-would scrape it."""
+"""What an injector's rollout watch exports, read from its /metrics (at `admin`, its admin
+port's URL) as Prometheus would scrape it."""
 
 from __future__ import annotations
 
@@ -13,16 +13,15 @@ from typing import TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from injector.core.names import DEFAULT_TEMPLATE_NAME
-from tests.e2e.injector import LocalInjector
 
 T = TypeVar("T")
 GAUGE_LIMIT = 30.0  # a refresh every 2 s, a watch event within a second: ample
 
 
-def samples(injector: LocalInjector, name: str) -> list[tuple[dict[str, str], float]]:
+def samples(admin: str, name: str) -> list[tuple[dict[str, str], float]]:
     """Every sample of `name` (labels, value); [] when the injector does not answer."""
     try:
-        with urllib.request.urlopen(f"{injector.admin}/metrics", timeout=5) as answer:
+        with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as answer:
             text = answer.read().decode()
     except (urllib.error.URLError, OSError):
         return []
@@ -34,25 +33,25 @@ def samples(injector: LocalInjector, name: str) -> list[tuple[dict[str, str], fl
     ]
 
 
-def leads(injector: LocalInjector) -> bool:
-    return any(value == 1 for _, value in samples(injector, "mesher_injector_rollout_leader"))
+def leads(admin: str) -> bool:
+    return any(value == 1 for _, value in samples(admin, "mesher_injector_rollout_leader"))
 
 
 def pods_by_state(
-    injector: LocalInjector, namespace: str, template: str = DEFAULT_TEMPLATE_NAME
+    admin: str, namespace: str, template: str = DEFAULT_TEMPLATE_NAME
 ) -> dict[str, int]:
     """mesher_injector_pods of `namespace` and `template`, by state (zero states left out)."""
     return {
         labels["state"]: int(value)
-        for labels, value in samples(injector, "mesher_injector_pods")
+        for labels, value in samples(admin, "mesher_injector_pods")
         if labels["namespace"] == namespace and labels["template"] == template and value
     }
 
 
-def stale_oldest(injector: LocalInjector, template: str = DEFAULT_TEMPLATE_NAME) -> float | None:
+def stale_oldest(admin: str, template: str = DEFAULT_TEMPLATE_NAME) -> float | None:
     found = [
         value
-        for labels, value in samples(injector, "mesher_injector_stale_pod_oldest_seconds")
+        for labels, value in samples(admin, "mesher_injector_stale_pod_oldest_seconds")
         if labels["template"] == template
     ]
     return found[0] if found else None

@@ -174,15 +174,15 @@ async def test_status_names_the_pods_that_failed_open_and_restart_meshes_them_on
     )
     with outage.back() as injector:
         # The rollout gauges count them missing until the restart, then current.
-        await eventually(lambda: leads(injector), bool)
+        await eventually(lambda: leads(injector.admin), bool)
         by_state = await eventually(
-            lambda: pods_by_state(injector, labelled_namespace), lambda seen: seen != {}
+            lambda: pods_by_state(injector.admin, labelled_namespace), lambda seen: seen != {}
         )
         assert by_state == {"missing": 2}
         restarted = outage.live.restart(labelled_namespace)
         code, workloads = outage.live.status(labelled_namespace)
         await eventually(
-            lambda: pods_by_state(injector, labelled_namespace),
+            lambda: pods_by_state(injector.admin, labelled_namespace),
             lambda seen: seen == {"current": 2},
         )
 

@@ -48,6 +48,7 @@ from tests.e2e.manifests import (
     container_names,
     template_configmap,
 )
+from tests.e2e.rollout import eventually, leads, pods_by_state, samples
 from tests.support.helpers import DEFAULT_TEMPLATE, bump
 
 pytestmark = pytest.mark.e2e
@@ -211,6 +212,27 @@ def test_the_injectors_account_may_list_pods_everywhere_and_hold_its_lease_only(
     assert not may("delete", "leases/mesher-injector-rollout", *own)
     assert not may("create", "leases", "-n", APP)
     assert not may("list", "secrets", "--all-namespaces")
+
+
+async def test_one_installed_replica_leads_the_rollout_watch_and_counts_pods_with_its_rights(
+    installed: ControlPlane,
+) -> None:
+    """The installed Deployment's two replicas, each with its service account's token:
+    one holds the Lease and counts the meshed pods of the cluster."""
+    injected_revision(installed, "counted")
+    replicas = (get(installed, "pods", "-n", INJECTOR_NAMESPACE, "-l", SELECTOR) or {})["items"]
+    admins = [f"http://{pod['status']['podIP']}:8080" for pod in replicas]
+    assert len(admins) == 2
+
+    leaders = await eventually(
+        lambda: [admin for admin in admins if leads(admin)], lambda found: len(found) == 1
+    )
+    counted = await eventually(lambda: pods_by_state(leaders[0], APP), lambda seen: seen != {})
+    assert set(counted) == {"current"}
+    assert counted["current"] >= 1
+    follower = next(admin for admin in admins if admin not in leaders)
+    assert samples(follower, "mesher_injector_rollout_leader") == [({}, 0.0)]
+    assert samples(follower, "mesher_injector_pods") == []
 
 
 def test_a_re_install_keeps_the_admins_template_edit(installed: ControlPlane) -> None:

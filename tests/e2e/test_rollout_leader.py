@@ -48,7 +48,7 @@ def holder(plane: ControlPlane, system: str) -> str:
 
 
 def the_leader(replicas: list[LocalInjector]) -> list[LocalInjector]:
-    return [r for r in replicas if leads(r)]
+    return [r for r in replicas if leads(r.admin)]
 
 
 async def test_one_replica_leads_and_another_takes_over_when_it_goes(
@@ -74,8 +74,8 @@ async def test_one_replica_leads_and_another_takes_over_when_it_goes(
         assert second.process is not None
         second.process.send_signal(signal.SIGTERM)
         (last,) = [r for r in rest if r is not second]
-        await eventually(lambda: leads(last), bool, limit=10)
-        assert leads(last)
+        await eventually(lambda: leads(last.admin), bool, limit=10)
+        assert leads(last.admin)
 
 
 async def test_a_leader_whose_api_server_hangs_stops_leading_before_its_lease_expires(
@@ -84,13 +84,13 @@ async def test_a_leader_whose_api_server_hangs_stops_leading_before_its_lease_ex
     """A half-dead API server (stopped: connections open, nothing answers) must not leave
     a leader exporting while the Lease goes to a replica that can reach it."""
     with replica(control_plane, system, tmp_path / "a") as a:
-        await eventually(lambda: leads(a), bool)
+        await eventually(lambda: leads(a.admin), bool)
         (api_server,) = [
             s.process for s in control_plane.processes.started if s.name == "kube-apiserver"
         ]
         api_server.send_signal(signal.SIGSTOP)
         try:
-            await eventually(lambda: not leads(a), bool, limit=LEASE_SECONDS)
+            await eventually(lambda: not leads(a.admin), bool, limit=LEASE_SECONDS)
         finally:
             api_server.send_signal(signal.SIGCONT)
-        await eventually(lambda: leads(a), bool)
+        await eventually(lambda: leads(a.admin), bool)

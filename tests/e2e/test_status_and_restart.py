@@ -122,11 +122,11 @@ async def test_restart_rolls_a_stale_deployment_onto_the_live_revision(
     current, stale after the edit, current again after the restart."""
     ns, injector = labelled_namespace, live.injector
     await ready_deployment(kube, ns, "web")
-    await eventually(lambda: leads(injector), bool)
-    await eventually(lambda: pods_by_state(injector, ns), lambda seen: seen == {"current": 2})
+    await eventually(lambda: leads(injector.admin), bool)
+    await eventually(lambda: pods_by_state(injector.admin, ns), lambda seen: seen == {"current": 2})
     live.put_template(EDIT)
-    await eventually(lambda: pods_by_state(injector, ns), lambda seen: seen == {"stale": 2})
-    stale_for = await eventually(lambda: stale_oldest(injector), lambda s: (s or 0) > 0)
+    await eventually(lambda: pods_by_state(injector.admin, ns), lambda seen: seen == {"stale": 2})
+    stale_for = await eventually(lambda: stale_oldest(injector.admin), lambda s: (s or 0) > 0)
     assert stale_for is not None
     assert stale_for < 60  # counted from the edit, not from the pods' creation
 
@@ -142,7 +142,7 @@ async def test_restart_rolls_a_stale_deployment_onto_the_live_revision(
     code, workloads = live.status(labelled_namespace)
     assert code == 0
     assert workloads["Deployment/web"]["revisions"] == {revision_of(EDIT): 2}
-    await eventually(lambda: pods_by_state(injector, ns), lambda seen: seen == {"current": 2})
+    await eventually(lambda: pods_by_state(injector.admin, ns), lambda seen: seen == {"current": 2})
     deployment = await kube.get(f"/apis/apps/v1/namespaces/{labelled_namespace}/deployments/web")
     stamp = deployment["spec"]["template"]["metadata"]["annotations"]
     assert "kubectl.kubernetes.io/restartedAt" in stamp

@@ -67,3 +67,11 @@ def test_the_rollout_series_follow_each_tally_and_go_when_the_replica_stops_lead
     metrics.observe_rollout(None)
     assert "mesher_injector_pods{" not in generate_latest(metrics.registry).decode()
     assert oldest() is None
+
+
+def test_the_leader_gauge_exists_only_where_the_rollout_watch_runs() -> None:
+    metrics = Metrics()
+    assert metrics.registry.get_sample_value("mesher_injector_rollout_leader") is None
+    metrics.track_rollout()
+    metrics.track_rollout()  # a new election round: registered once
+    assert metrics.registry.get_sample_value("mesher_injector_rollout_leader") == 0

@@ -27,6 +27,8 @@ from injector.core.reviews import BadReview
 from injector.core.template import Template
 
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
+# The kinds whose documents hold a pod (`pod_holder`): what `diff` reads of the cluster.
+POD_KINDS = WORKLOAD_KINDS | {"CronJob", "Pod"}
 # A line starting a YAML document: where kubectl's reader splits a stream.
 _DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a 4 MB stream in a second

@@ -21,7 +21,13 @@ from typing import Any, Literal
 import jsonpatch
 
 from injector.core import annotations as ann
-from injector.core.manual import Decider, ManualInjectionError, decide_pod, pod_holder
+from injector.core.manual import (
+    POD_KINDS,
+    Decider,
+    ManualInjectionError,
+    decide_pod,
+    pod_holder,
+)
 from injector.core.outcomes import Outcome
 from injector.core.sidecar import files_of
 from injector.core.workloads import metadata_of, pod_state
@@ -82,7 +88,9 @@ def preview(
     is rendered as it was before injection (`uninjected`): it has no pod template."""
     holder = pod_holder(doc)
     if holder is None:
-        return Preview("not-compared", "", why=f"a {doc.get('kind')} holds no pod template")
+        kinds = ", ".join(sorted(POD_KINDS))
+        why = f"the pods of a {doc.get('kind')} are not previewed (only those of {kinds})"
+        return Preview("not-compared", "", why=why)
     asked = pod_state(holder, sidecar_names).template
     if holder is doc:
         doc = holder = uninjected(doc, sidecar_names=sidecar_names, live=live, label=label)

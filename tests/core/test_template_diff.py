@@ -198,7 +198,8 @@ def test_a_pod_that_does_not_ask_and_a_document_without_pods_are_not_compared() 
     assert wrong.why == "not injected under either template: sidecar.mesher.io/inject is not yes"
     assert (none.verdict, none.why) == (
         "not-compared",
-        "a ReplicationController holds no pod template",
+        "the pods of a ReplicationController are not previewed (only those of CronJob, "
+        "DaemonSet, Deployment, Job, Pod, ReplicaSet, StatefulSet)",
     )
 
 

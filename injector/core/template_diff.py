@@ -33,6 +33,7 @@ from injector.core.sidecar import files_of
 from injector.core.workloads import metadata_of, pod_state
 
 Verdict = Literal["changed", "unchanged", "denied", "not-compared"]
+VERDICTS: tuple[Verdict, ...] = ("changed", "unchanged", "denied", "not-compared")
 CONTAINER_GROUPS = ("initContainers", "containers")
 POD_LISTS = ("volumes", "imagePullSecrets")
 # The fields that name an item of a list, tried in order: the first that every item has,
@@ -301,9 +302,15 @@ def _shown(value: str | None) -> str:
     return "(none)" if value is None else value or '""'
 
 
+def verdicts(previews: Iterable[Preview]) -> dict[Verdict, int]:
+    """How many of each verdict (every one, 0 included)."""
+    counts = Counter(p.verdict for p in previews)
+    return {verdict: counts[verdict] for verdict in VERDICTS}
+
+
 def summary(previews: Iterable[Preview]) -> str:
     """e.g. `3 workloads: 1 would change, 1 unchanged, 1 denied`."""
-    counts = Counter(p.verdict for p in previews)
+    counts = verdicts(previews)
     total = sum(counts.values())
     line = (
         f"{total} workload{'s' if total != 1 else ''}: {counts['changed']} would change, "

@@ -1,6 +1,7 @@
-"""`mesher-injector status` and `restart` as an admin runs them (processes, through a
-kubeconfig) against the e2e control plane, with a local injector that watches the template
-ConfigMap in SYSTEM; and the workloads the tests put before them."""
+"""`mesher-injector status`, `restart` and `diff` as an admin runs them (processes, through
+a kubeconfig) against the e2e control plane, with a local injector that watches the
+template ConfigMap in SYSTEM (or another namespace: `Live.system`); and the workloads the
+tests put before them."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -28,6 +31,7 @@ from tests.support.helpers import ROOT
 SYSTEM = "e2e-injector-system"
 CONFIGMAP = f"{SYSTEM}/{TEMPLATE_CONFIGMAP}"
 RELOAD_LIMIT = 20.0
+NO_NAMED: Mapping[str, str] = MappingProxyType({})
 
 
 def revision_of(text: str) -> str:
@@ -38,38 +42,50 @@ def revision_of(text: str) -> str:
 class Live:
     control_plane: ControlPlane
     injector: LocalInjector
+    system: str = SYSTEM  # the namespace of the template ConfigMap
 
-    def put_template(self, text: str) -> None:
-        """Store `text` in the template ConfigMap, and wait until the injector serves it
-        (a broken one: until it has refused it)."""
+    @property
+    def configmap(self) -> str:
+        return f"{self.system}/{TEMPLATE_CONFIGMAP}"
+
+    def put_template(self, text: str, *, named: Mapping[str, str] = NO_NAMED) -> None:
+        """Store `text` in the template ConfigMap (and each of `named` as NAME.yaml), and
+        wait until the injector serves them (a broken default: until it has refused it)."""
+        configmap = template_configmap(text)
+        configmap["data"].update({f"{name}.yaml": t for name, t in named.items()})
         kubectl_ok(
             self.control_plane,
             "apply",
             "-n",
-            SYSTEM,
+            self.system,
             "-f",
             "-",
-            stdin=json.dumps(template_configmap(text)),
+            stdin=json.dumps(configmap),
         )
         try:
             wanted = revision_of(text)
         except TemplateError:
             wanted = ""
+        wanted_named = {name: revision_of(t) for name, t in named.items()}
         deadline = time.monotonic() + RELOAD_LIMIT
         while time.monotonic() < deadline:
             with urllib.request.urlopen(f"{self.injector.admin}/template", timeout=5) as answer:
                 state = json.loads(answer.read())
-            if (state["revision"] == wanted) if wanted else state["last_error"]:
+            serving = {
+                name: state["templates"].get(name, {}).get("revision") for name in wanted_named
+            }
+            taken = (state["revision"] == wanted) if wanted else state["last_error"]
+            if taken and serving == wanted_named:
                 return
             time.sleep(0.1)
         raise AssertionError(f"the injector did not take the edit within {RELOAD_LIMIT} s")
 
     def cli(self, *args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """`mesher-injector ARGS --configmap SYSTEM/...`, with the control plane's admin
+        """`mesher-injector ARGS --configmap SYSTEM/...` (`system`), with the control plane's admin
         kubeconfig unless another is given."""
         kubeconfig = kubeconfig or self.control_plane.kubeconfig
         return subprocess.run(
-            [sys.executable, "-m", "injector", *args, "--configmap", CONFIGMAP],
+            [sys.executable, "-m", "injector", *args, "--configmap", self.configmap],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             cwd=ROOT,
             capture_output=True,
@@ -83,7 +99,7 @@ class Live:
         result = self.cli("status", *scope, "-o", "json")
         assert result.returncode in (0, 1), result.stderr
         report: dict[str, Any] = json.loads(result.stdout)
-        assert report["template"]["configmap"] == CONFIGMAP
+        assert report["template"]["configmap"] == self.configmap
         return result.returncode, report
 
     def status(self, namespace: str) -> tuple[int, dict[str, dict[str, Any]]]:

@@ -5,13 +5,14 @@ tests put before them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -22,7 +23,7 @@ import yaml
 from injector.core.template import TemplateError, load_template
 from tests.e2e import manifests
 from tests.e2e.controlplane import ControlPlane
-from tests.e2e.injector import LocalInjector, kubectl_ok
+from tests.e2e.injector import LocalInjector, injecting, kubectl_ok, running_injector
 from tests.e2e.kube import Json, Kube, has_condition
 from tests.e2e.manifests import ASK, INJECTION_LABEL, TEMPLATE_CONFIGMAP, template_configmap
 from tests.support.helpers import ROOT
@@ -109,6 +110,37 @@ class Live:
 
     def restart(self, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
         return self.cli("restart", "-n", namespace, "--poll-interval", "0.2", *args)
+
+
+@contextlib.contextmanager
+def watching_injector(
+    control_plane: ControlPlane, workdir: Path, template: str, *, system: str = SYSTEM
+) -> Iterator[Live]:
+    """The namespace `system` with the template ConfigMap holding `template`, and a local
+    injector that watches it, registered as the mutating webhook; the namespace is deleted
+    after."""
+    kubectl_ok(control_plane, "create", "namespace", system)
+    try:
+        kubectl_ok(
+            control_plane,
+            "apply",
+            "-n",
+            system,
+            "-f",
+            "-",
+            stdin=json.dumps(template_configmap(template)),
+        )
+        with (
+            running_injector(
+                workdir,
+                configmap=f"{system}/{TEMPLATE_CONFIGMAP}",
+                kubeconfig=control_plane.kubeconfig,
+            ) as local,
+            injecting(control_plane, local),
+        ):
+            yield Live(control_plane, local, system=system)
+    finally:
+        kubectl_ok(control_plane, "delete", "namespace", system, "--wait=false")
 
 
 async def ready_deployment(kube: Kube, namespace: str, name: str, *, replicas: int = 2) -> None:

@@ -12,9 +12,14 @@ import pytest
 import yaml
 
 from tests.e2e import manifests
-from tests.e2e.commands import Live, ready_deployment, revision_of, wait_rolled_out
+from tests.e2e.commands import (
+    Live,
+    ready_deployment,
+    revision_of,
+    wait_rolled_out,
+    watching_injector,
+)
 from tests.e2e.controlplane import ControlPlane
-from tests.e2e.injector import injecting, kubectl_ok, running_injector
 from tests.e2e.kube import Kube
 from tests.e2e.manifests import ASK, TEMPLATE_CONFIGMAP, template_configmap
 from tests.support.helpers import DEFAULT_TEMPLATE, SHIPPED_IMAGE, SHIPPED_VERSION, bump
@@ -32,22 +37,9 @@ PILOT_IMAGE = SHIPPED_IMAGE + "-pilot"
 def live_module(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
-    kubectl_ok(control_plane, "create", "namespace", SYSTEM)
-    kubectl_ok(
-        control_plane, "apply", "-n", SYSTEM, "-f", "-", stdin=json.dumps(template_configmap(GOOD))
-    )
-    try:
-        with (
-            running_injector(
-                tmp_path_factory.mktemp("diff-injector"),
-                configmap=f"{SYSTEM}/{TEMPLATE_CONFIGMAP}",
-                kubeconfig=control_plane.kubeconfig,
-            ) as local,
-            injecting(control_plane, local),
-        ):
-            yield Live(control_plane, local, system=SYSTEM)
-    finally:
-        kubectl_ok(control_plane, "delete", "namespace", SYSTEM, "--wait=false")
+    workdir = tmp_path_factory.mktemp("diff-injector")
+    with watching_injector(control_plane, workdir, GOOD, system=SYSTEM) as live:
+        yield live
 
 
 @pytest.fixture

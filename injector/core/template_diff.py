@@ -101,6 +101,9 @@ def preview(
     except ManualInjectionError as exc:
         return Preview("not-compared", asked, why=str(exc))
     warnings = tuple(w for w in after.warnings if w not in before.warnings)
+    if after.decision == "denied" and before.decision == "denied":  # not the edit's doing
+        why = f"denied under the live template too ({after.reason}): {after.message}"
+        return Preview("not-compared", asked, reason=after.reason, why=why)
     if after.decision == "denied":
         return Preview("denied", asked, reason=after.reason, why=after.message, warnings=warnings)
     if "injected" not in (before.decision, after.decision):
@@ -160,9 +163,10 @@ def uninjected(
         _, adds = _render(probe, probe, live, label)
     except ManualInjectionError:
         return bare  # the caller's own render says why
-    for name in POD_LISTS:
+    for name in POD_LISTS:  # only what injection put there: equal to what it adds
         if name in spec:
-            spec[name] = [i for i in spec[name] or [] if i.get("name") not in adds.get(name, {})]
+            given = adds.get(name, {})
+            spec[name] = [i for i in spec[name] or [] if given.get(i.get("name")) != i]
     spec["containers"] = [
         _without_env(c, adds.get("containers", {}).get(c.get("name"), {}).get("env") or [])
         for c in spec["containers"]
@@ -171,10 +175,11 @@ def uninjected(
 
 
 def _without_env(container: Mapping[str, Any], given: list[dict[str, Any]]) -> dict[str, Any]:
-    drop = {e.get("name") for e in given}
-    if not drop or not container.get("env"):
+    """`container` without the env entries injection gave it: those equal to `given`'s
+    (an app's own entry of the same name, which injection leaves alone, stays)."""
+    if not given or not container.get("env"):
         return dict(container)
-    return {**container, "env": [e for e in container["env"] if e.get("name") not in drop]}
+    return {**container, "env": [e for e in container["env"] if e not in given]}
 
 
 def added(pod: Mapping[str, Any], injected: Mapping[str, Any]) -> dict[str, Any]:

@@ -243,6 +243,30 @@ def test_an_injected_bare_pod_is_compared_as_it_was_before_its_injection() -> No
     assert pod == stored  # read, never changed
 
 
+def test_an_injected_bare_pods_own_env_of_a_name_the_template_gives_stays_its_own() -> None:
+    """Injection leaves an app's own http_proxy alone: undoing it must too, or the preview
+    shows a change injection would never make."""
+    pod = injected_pod(LIVE)
+    app = pod["spec"]["containers"][0]
+    app["env"] = [{"name": "http_proxy", "value": "http://corporate:3128"}]
+
+    new_proxy = edited(lambda t: t["appEnv"][0].update(value="http://127.0.0.1:30111"))
+
+    found = compare(pod, new_proxy)
+
+    assert (found.verdict, found.changes) == ("unchanged", ())
+
+
+def test_a_workload_the_live_template_denies_too_is_not_blamed_on_the_edit() -> None:
+    pilot = deployment({"sidecar.mesher.io/discoveryType": "pilot"})
+    no_pilot = edited(lambda t: t["discovery"].pop("pilot"))
+
+    found = compare(pilot, no_pilot, live=no_pilot)
+
+    assert found.verdict == "not-compared"
+    assert found.why.startswith("denied under the live template too (unknown-discovery-type)")
+
+
 def test_the_files_a_discovery_type_writes_are_read_back_from_the_container() -> None:
     container = {"name": "m", "image": "x", "command": ["sh", "/start.sh"], "env": [{"name": "A"}]}
     files = {"/tmp/a.yaml": "home: $HOME\n", "/tmp/b": "b"}

@@ -11,6 +11,8 @@
 #     with deploy/install.sh, and at the end removed again, except its namespace and the
 #     template ConfigMap. Either way: a re-install, ROTATE=1 (a new serving certificate)
 #     and a scale to zero and back (meanwhile pods that ask for mesher are refused).
+#     The install's cluster-wide objects go with it: the webhook configurations and the
+#     rollout watch's ClusterRole and ClusterRoleBinding mesher-injector.
 #   - the template ConfigMap: its `version:` edited for the check that an edit survives a
 #     re-install, then put back as it was. Never deleted.
 # It checks that each example pod has the mesher container and the injected annotations,
@@ -75,6 +77,8 @@ fi
 echo "    (while it is scaled to 0, pods that ask for mesher are refused in every labelled namespace)"
 echo "  - ConfigMap $ns/$template: its version edited for a moment, then put back as it was; never deleted"
 echo "  - MutatingWebhookConfiguration and ValidatingWebhookConfiguration mesher-injector (caBundle)"
+echo "  - ClusterRole and ClusterRoleBinding mesher-injector (the rollout watch's), applied with the"
+echo "    injector and removed with it"
 echo "Nothing else: no other namespace (chassis, where deploy/examples/ go, neither) and no other object."
 
 work=$(mktemp -d)

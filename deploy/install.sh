@@ -43,14 +43,19 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The webhooks whose caBundle we own (the validating one only once it is installed).
+# The webhooks whose caBundle we own (the validating one only once it is installed), every
+# entry of each: the mutating configuration has two (fail-closed and fail-open pods).
 set_ca_bundle() {
-  local bundle=$1 kind
+  local bundle=$1 kind names ops index
   for kind in mutatingwebhookconfiguration validatingwebhookconfiguration; do
-    if "$kubectl" get "$kind" mesher-injector >/dev/null 2>&1; then
-      "$kubectl" patch "$kind" mesher-injector --type=json \
-        -p "[{\"op\":\"add\",\"path\":\"/webhooks/0/clientConfig/caBundle\",\"value\":\"$bundle\"}]"
-    fi
+    names=$("$kubectl" get "$kind" mesher-injector -o jsonpath='{.webhooks[*].name}' 2>/dev/null) \
+      || continue
+    ops="" index=0
+    for _ in $names; do
+      ops+="${ops:+,}{\"op\":\"add\",\"path\":\"/webhooks/$index/clientConfig/caBundle\",\"value\":\"$bundle\"}"
+      index=$((index + 1))
+    done
+    if [ -n "$ops" ]; then "$kubectl" patch "$kind" mesher-injector --type=json -p "[$ops]"; fi
   done
 }
 
@@ -73,8 +78,9 @@ if [ -n "$ca_from" ]; then
 fi
 
 # The overlays: deploy/ and deploy/template/ moved to $ns (the webhooks' Service and
-# RoleBinding subjects follow kustomize's namespace; both webhooks' namespace selectors
-# name it too: `test` makes a reordered list fail here rather than exclude the wrong one),
+# RoleBinding subjects follow kustomize's namespace; every webhook entry's namespace
+# selector names it too, KIND:ENTRY:ITEM below: `test` makes a reordered list fail here
+# rather than exclude the wrong one),
 # and IMAGE as a kustomize images: override, applied before anything waits.
 relative() { realpath --relative-to="$work/$1" "$2"; }
 mkdir -p "$work/overlay" "$work/template"
@@ -85,9 +91,11 @@ mkdir -p "$work/overlay" "$work/template"
   echo "resources:"
   echo "  - $(relative overlay "$here")"
   echo "patches:"
-  for hook in MutatingWebhookConfiguration:2 ValidatingWebhookConfiguration:0; do
-    path=/webhooks/0/namespaceSelector/matchExpressions/0/values/${hook#*:}
-    echo "  - target: {kind: ${hook%:*}, name: mesher-injector}"
+  for hook in MutatingWebhookConfiguration:0:2 MutatingWebhookConfiguration:1:2 \
+    ValidatingWebhookConfiguration:0:0; do
+    IFS=: read -r kind entry item <<< "$hook"
+    path=/webhooks/$entry/namespaceSelector/matchExpressions/0/values/$item
+    echo "  - target: {kind: $kind, name: mesher-injector}"
     echo "    patch: |-"
     echo "      - {op: test, path: $path, value: $shipped_ns}"
     echo "      - {op: replace, path: $path, value: $ns}"

@@ -25,7 +25,7 @@ from injector.core.settings import Settings, env_name
 from injector.obs import logs
 
 if TYPE_CHECKING:
-    from injector.web.server import OpenWatch
+    from injector.web.server import OpenRollout, OpenWatch
 
 
 def add_parser(sub: Any) -> None:
@@ -99,6 +99,15 @@ def add_parser(sub: Any) -> None:
         default=d.watch_read_timeout,
         help="seconds of silence before the ConfigMap watch reconnects",
     )
+    opt(
+        "--rollout-watch",
+        type=boolean,
+        default="true" if d.rollout_watch else "false",
+        metavar="BOOL",
+        help="with --template-source configmap: run for the rollout Lease and, while "
+        "leading, watch every pod's metadata to export mesher_injector_pods (needs list "
+        "and watch on pods cluster-wide, and leases in the ConfigMap's namespace)",
+    )
     opt("--log-format", choices=["json", "console"], default=d.log_format, help="log lines as")
     opt(
         "--log-level",
@@ -165,6 +174,15 @@ def _open_watch(settings: Settings) -> OpenWatch | None:
     return open_configmap_source
 
 
+def _open_rollout(settings: Settings) -> OpenRollout | None:
+    """The rollout watch beside the ConfigMap watch, unless --rollout-watch=false."""
+    if settings.template_source != "configmap" or not settings.rollout_watch:
+        return None
+    from injector.kube.rollout import open_rollout_watch
+
+    return open_rollout_watch
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from injector.web.server import serve  # aiohttp only when serving
 
@@ -181,6 +199,7 @@ def run_serve(args: argparse.Namespace) -> int:
         configmap=args.configmap,
         kube_api_server=args.kube_api_server,
         watch_read_timeout=float(args.watch_read_timeout),
+        rollout_watch=bool(args.rollout_watch),
         log_format=args.log_format,
         log_level=args.log_level,
         max_body_bytes=int(args.max_body_bytes),
@@ -203,7 +222,13 @@ def run_serve(args: argparse.Namespace) -> int:
     logs.configure(log_format=settings.log_format, level=settings.log_level)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(settings, open_watch=_open_watch(settings)))
+            runner.run(
+                serve(
+                    settings,
+                    open_watch=_open_watch(settings),
+                    open_rollout=_open_rollout(settings),
+                )
+            )
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot serve: {exc}") from exc
     return 0

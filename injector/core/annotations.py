@@ -20,6 +20,10 @@ TEMPLATE_REVISION = PREFIX + "template-revision"
 
 NATIVE_SIDECAR = PREFIX + "nativeSidecar"
 TEMPLATE = PREFIX + "template"
+# `Ignore`: the webhook configuration's fail-open entry takes the pod (deploy/base/webhook.yaml).
+FAILURE_POLICY = PREFIX + "failurePolicy"
+FAILS_OPEN = "Ignore"
+FAILURE_POLICIES = (FAILS_OPEN, "Fail")
 # Per-pod resources of the mesher container: annotation -> (requests|limits, resource).
 RESOURCES = {
     PREFIX + "proxyCPU": ("requests", "cpu"),
@@ -32,7 +36,16 @@ _RESOURCE_KEYS = frozenset(RESOURCES)
 
 STATUS_INJECTED = "injected"
 # The annotations the injector reads; every other one is left unread.
-KEYS = (INJECT, DISCOVERY_TYPE, SERVICE_PORTS, STATUS, NATIVE_SIDECAR, TEMPLATE, *RESOURCES)
+KEYS = (
+    INJECT,
+    DISCOVERY_TYPE,
+    SERVICE_PORTS,
+    STATUS,
+    NATIVE_SIDECAR,
+    TEMPLATE,
+    FAILURE_POLICY,
+    *RESOURCES,
+)
 
 # A Kubernetes quantity (k8s.io/apimachinery/pkg/api/resource): a signed decimal number
 # and a binary-SI, decimal-SI or exponent suffix.
@@ -149,6 +162,25 @@ def parse_native(annotations: Mapping[str, str], *, default: bool) -> NativeChoi
             f"{NATIVE_SIDECAR}={quote(raw)} is not a recognised value, so the template's "
             f'choice ({"native" if default else "classic"}) was used; use "yes" or "no"'
         ),
+    )
+
+
+def fails_open(annotations: Mapping[str, object]) -> bool:
+    """The pod goes to the fail-open webhook entry: created without mesher while no
+    injector answers. Exactly as the entry's CEL condition compares it."""
+    return annotations.get(FAILURE_POLICY) == FAILS_OPEN
+
+
+def failure_policy_warning(annotations: Mapping[str, object]) -> str | None:
+    """A warning when the failurePolicy annotation is neither Ignore nor Fail: the
+    webhook configuration then treats the pod as Fail."""
+    raw = annotations.get(FAILURE_POLICY)
+    if raw is None or raw in FAILURE_POLICIES:
+        return None
+    return (
+        f"{FAILURE_POLICY}={quote(str(raw))} is not a recognised value, so the pod fails "
+        f'closed: it is refused while no injector answers; use "{FAILS_OPEN}" to let it '
+        'start without mesher then, or "Fail" (the values are case-sensitive)'
     )
 
 

@@ -153,8 +153,8 @@ def _namespace(
 
 
 def _requested(annotations: Mapping[str, Any]) -> Outcome | list[str]:
-    """The warnings so far (the inject annotation's), when the pod asks to be injected
-    and is not already."""
+    """The warnings so far (the inject and failurePolicy annotations'), when the pod asks
+    to be injected and is not already."""
     choice = ann.parse_inject(annotations)
     warnings = [choice.warning] if choice.warning else []
     if not choice.requested:
@@ -163,6 +163,9 @@ def _requested(annotations: Mapping[str, Any]) -> Outcome | list[str]:
         )
     if annotations.get(ann.STATUS) == ann.STATUS_INJECTED:
         return _skip("already-injected", f"{ann.STATUS} is {ann.STATUS_INJECTED}")
+    policy_warning = ann.failure_policy_warning(annotations)
+    if policy_warning:
+        warnings.append(policy_warning)
     return warnings
 
 

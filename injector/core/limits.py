@@ -117,8 +117,15 @@ WATCH_TIMEOUT_S = 300
 # Waits between failed watches: from a quarter second, doubling, up to 30 s.
 WATCH_BACKOFF_BASE_S = 0.25
 WATCH_BACKOFF_CAP_S = 30.0
-# Items per list page for status and restart: memory stays bounded on big clusters.
+# Items per list page for status, restart and the rollout watch: memory stays bounded
+# on big clusters.
 LIST_PAGE = 500
+# How often the rollout leader recounts its pods for /metrics (one pass over them: a few
+# milliseconds per 10,000 pods).
+ROLLOUT_REFRESH_S = 2.0
+# Pods a `status` WHY names before "and N more" (fail-open pods created without mesher):
+# the table's row stays one line; `-o json` lists them all.
+MAX_NAMED_PODS = 3
 
 
 def clip(text: str, limit: int) -> str:

@@ -16,6 +16,7 @@ PRODUCT = "mesher-injector"
 INJECTOR_DEPLOYMENT = PRODUCT
 INJECTOR_SERVICE = PRODUCT
 TLS_SECRET = f"{PRODUCT}-tls"  # the serving certificate's Secret
+ROLLOUT_LEASE = f"{PRODUCT}-rollout"  # the Lease whose holder runs the rollout watch
 # Where deploy/ installs the injector, and the template ConfigMap there.
 INJECTOR_NAMESPACE = "mesher-system"
 DEFAULT_CONFIGMAP = f"{INJECTOR_NAMESPACE}/{TEMPLATE_CONFIGMAP}"

@@ -35,6 +35,7 @@ class Settings:
     kube_api_server: str = ""
     watch_read_timeout: float = limits.WATCH_READ_TIMEOUT_S
     watch_timeout: int = limits.WATCH_TIMEOUT_S
+    rollout_watch: bool = True  # with template_source configmap: lead, watch pods, export
     log_format: str = "json"
     log_level: str = "info"
     max_body_bytes: int = limits.MAX_BODY_BYTES

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from injector.core import annotations as ann
+from injector.core.limits import MAX_NAMED_PODS
 from injector.core.names import (
     DEFAULT_TEMPLATE_NAME,
     NAMESPACE_LABEL,
@@ -48,6 +49,8 @@ class Workload:
     state: State
     why: str = ""
     fixable_by_restart: bool = True  # False: restarting cannot help (see why)
+    # Pods without their sidecar that fail open (failurePolicy: Ignore), by name.
+    fail_open_pods: tuple[str, ...] = ()
 
     @property
     def restartable(self) -> bool:
@@ -68,6 +71,7 @@ class Workload:
             "state": self.state,
             "why": self.why,
             "restartable": self.restartable,
+            "fail_open_pods": list(self.fail_open_pods),
         }
 
 
@@ -113,6 +117,8 @@ class PodState:
     revision: str
     bad_value: str  # the inject annotation's value when it is not yes/y/no/n
     template: str = DEFAULT_TEMPLATE_NAME  # the template the pod asked for
+    name: str = ""
+    fails_open: bool = False  # failurePolicy: Ignore: admitted without mesher in an outage
 
 
 def pod_state(pod: Mapping[str, Any], sidecar_names: frozenset[str]) -> PodState:
@@ -138,7 +144,19 @@ def pod_state(pod: Mapping[str, Any], sidecar_names: frozenset[str]) -> PodState
         template=str(chosen).strip()
         if isinstance(chosen, str) and chosen.strip()
         else DEFAULT_TEMPLATE_NAME,
+        name=str(metadata_of(pod).get("name") or ""),
+        fails_open=isinstance(annotations, dict) and ann.fails_open(annotations),
     )
+
+
+def verdict(injected: bool, revision: str, template: str, live: Mapping[str, str]) -> State:
+    """One pod's state: `missing` without its sidecar, `stale` when it carries another
+    revision than the live one of the template it asked for (`live`: name -> revision;
+    a template the ConfigMap no longer has is stale too), else `current`. What `status`
+    says of each pod and what the rollout watch counts."""
+    if not injected:
+        return "missing"
+    return "current" if revision == live.get(template) else "stale"
 
 
 def workloads(
@@ -188,8 +206,9 @@ def _workload(
 ) -> Workload:
     namespace, kind, name = key
     revisions = dict(Counter(s.revision for s in states if s.injected))
-    missing = [s for s in states if not s.injected]
-    stale = [s for s in states if s.revision != live.get(s.template)]
+    verdicts = [(s, verdict(s.injected, s.revision, s.template, live)) for s in states]
+    missing = [s for s, v in verdicts if v == "missing"]
+    stale = [s for s, v in verdicts if v == "stale"]
     if missing:
         why, fixable = _why_missing(namespace, missing, labelled, excluded)
         state: State = "missing"
@@ -220,6 +239,7 @@ def _workload(
         state=state,
         why=why,
         fixable_by_restart=fixable,
+        fail_open_pods=_failed_open(states),
     )
 
 
@@ -240,11 +260,33 @@ def _why_missing(
             f"(kubectl label namespace {namespace} {NAMESPACE_LABEL}={NAMESPACE_LABEL_VALUE})",
             False,
         )
-    return (
-        f"{len(missing)} pod(s) created while the injector was unreachable, or before the "
-        "namespace was labelled",
-        True,
-    )
+    failed_open = _failed_open(missing)
+    others = len(missing) - len(failed_open)
+    why: list[str] = []
+    if failed_open:
+        why.append(
+            f"{len(failed_open)} fail-open pod(s) created while the injector was unreachable "
+            f"({ann.FAILURE_POLICY}: {ann.FAILS_OPEN}), or before the namespace was labelled: "
+            f"{_first_names(failed_open)}"
+        )
+    if others:
+        why.append(
+            f"{others} pod(s) created while the injector was unreachable, or before the "
+            "namespace was labelled"
+        )
+    return "; ".join(why), True
+
+
+def _failed_open(states: list[PodState]) -> tuple[str, ...]:
+    """The pods that failed open: admitted without their sidecar, by name."""
+    return tuple(sorted(s.name for s in states if s.fails_open and not s.injected))
+
+
+def _first_names(names: tuple[str, ...]) -> str:
+    """`a, b, c and 2 more`: a WHY stays one readable line however many pods there are."""
+    shown = ", ".join(names[:MAX_NAMED_PODS])
+    more = len(names) - MAX_NAMED_PODS
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 # --- output ---------------------------------------------------------------------------

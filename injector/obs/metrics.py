@@ -1,4 +1,5 @@
-"""Prometheus metrics, prefix mesher_injector_. Labels are bounded: never pod or namespace names."""
+"""Prometheus metrics, prefix mesher_injector_. Labels are bounded: never pod names; namespace
+names only on the rollout leader's mesher_injector_pods (the namespaces with meshed pods)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from prometheus_client import (
 from injector import __version__
 from injector.core.names import DEFAULT_TEMPLATE_NAME
 from injector.core.outcomes import REASONS, Outcome, Reason
+from injector.core.rollout import Tally
 from injector.core.store import Active, Reload
 
 # Sub-millisecond first: the injector's own work is tens of microseconds; up to the
@@ -42,15 +44,20 @@ class Metrics:
     __slots__ = (
         "_decided",
         "_failing_shown",
+        "_rollout_shown",
         "_template_labels",
         "admission_duration",
         "bad_requests",
         "body_bytes_in_flight",
         "decisions",
+        "pod_watch_restarts",
         "ready",
         "registry",
         "reload_failing",
         "reloads",
+        "rollout_leader",
+        "rollout_pods",
+        "stale_pod_oldest",
         "template_info",
         "template_loaded_at",
         "template_reviews",
@@ -64,6 +71,7 @@ class Metrics:
         r = self.registry
         self._template_labels: dict[str, tuple[str, str, str, str]] = {}
         self._failing_shown: set[str] = set()
+        self._rollout_shown: tuple[set[tuple[str, str, str]], set[str]] = (set(), set())
         ProcessCollector(registry=r)  # process_*: memory, CPU, open fds, start time
         PlatformCollector(registry=r)  # python_info
         Gauge(
@@ -149,10 +157,38 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.pod_watch_restarts = Counter(
+            "mesher_injector_pod_watch_restarts",
+            "Restarts of the rollout leader's pod watch, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.tls_reloads = Counter(
             "mesher_injector_tls_reloads",
             "Serving certificate reloads by result (applied, rejected).",
             ["result"],
+            registry=r,
+        )
+        self.rollout_leader = Gauge(  # registered by track_rollout: only where it runs
+            "mesher_injector_rollout_leader",
+            "1 while this replica leads the rollout watch (a Lease), else 0; no series "
+            "where the watch does not run (--rollout-watch=false, a template file).",
+            registry=None,
+        )
+        self.rollout_pods = Gauge(
+            "mesher_injector_pods",
+            "Pods that asked for mesher or carry it, by namespace, template and state: "
+            "current (the live revision), stale (an older one), missing (no sidecar). "
+            "Only the rollout leader has these series.",
+            ["namespace", "template", "state"],
+            registry=r,
+        )
+        self.stale_pod_oldest = Gauge(
+            "mesher_injector_stale_pod_oldest_seconds",
+            "Per template, how long its longest-stale pod has carried an old revision "
+            "(since the later of its creation and the new revision taking effect); 0 when "
+            "none is stale. Rollout leader only.",
+            ["template"],
             registry=r,
         )
         self.tls_cert_expiry = Gauge(
@@ -160,6 +196,28 @@ class Metrics:
             "Expiry of the serving certificate in use (Unix time).",
             registry=r,
         )
+
+    def track_rollout(self) -> None:
+        """This replica runs for the rollout Lease: export the leader gauge, at 0."""
+        if self.registry.get_sample_value("mesher_injector_rollout_leader") is None:
+            self.registry.register(self.rollout_leader)
+        self.rollout_leader.set(0)
+
+    def observe_rollout(self, tally: Tally | None, now: float = 0.0) -> None:
+        """The leader's count of pods by state (`tally`) at `now`; None once this replica
+        does not lead: its series go, so only the leader's are scraped."""
+        shown_pods, shown_templates = self._rollout_shown
+        pods = tally.pods if tally is not None else {}
+        oldest = tally.stale_oldest(now) if tally is not None else {}
+        for labels in shown_pods - pods.keys():
+            self.rollout_pods.remove(*labels)
+        for template in shown_templates - oldest.keys():
+            self.stale_pod_oldest.remove(template)
+        for labels, count in pods.items():
+            self.rollout_pods.labels(*labels).set(count)
+        for template, seconds in oldest.items():
+            self.stale_pod_oldest.labels(template).set(seconds)
+        self._rollout_shown = (set(pods), set(oldest))
 
     def observe_decision(self, outcome: Outcome, seconds: float) -> None:
         self._decided[outcome.reason].inc()

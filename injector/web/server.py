@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from aiohttp import web
 from injector import __version__
 from injector.core import limits
 from injector.core.names import TEMPLATE_CONFIGMAP
+from injector.core.rollout import LiveTemplate, live_templates
 from injector.core.settings import ConfigMapRef, Settings
 from injector.core.store import Reload, TemplateSet
 from injector.core.watching import Restart
@@ -54,6 +56,21 @@ class OpenWatch(Protocol):
         on_restart: Callable[[Restart, float], None],
         read_timeout: float,
         watch_timeout: int,
+    ) -> TemplateWatch: ...
+
+
+class OpenRollout(Protocol):
+    """Opens the rollout watch (kube/rollout.open_rollout_watch) in the template
+    ConfigMap's namespace, where its Lease lives."""
+
+    async def __call__(
+        self,
+        *,
+        kube_api_server: str,
+        namespace: str,
+        live: Callable[[], Mapping[str, LiveTemplate]],
+        metrics: Metrics,
+        on_restart: Callable[[Restart, float], None],
     ) -> TemplateWatch: ...
 
 
@@ -99,10 +116,13 @@ class Server:
         *,
         metrics: Metrics | None = None,
         open_watch: OpenWatch | None = None,
+        open_rollout: OpenRollout | None = None,
     ) -> None:
-        """`open_watch` opens the ConfigMap watch for --template-source configmap."""
+        """`open_watch` opens the ConfigMap watch for --template-source configmap, and
+        `open_rollout` the rollout watch beside it (unless --rollout-watch=false)."""
         self.settings = settings
         self._open_watch = open_watch
+        self._open_rollout = open_rollout
         excluded = settings.excluded_namespaces
         namespace = own_namespace()
         if namespace:
@@ -118,6 +138,7 @@ class Server:
         self._runners: list[web.BaseRunner] = []
         self._listener: asyncio.Server | None = None
         self._watch: TemplateWatch | None = None
+        self._rollout: TemplateWatch | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
         self.admin_port = 0
@@ -183,6 +204,16 @@ class Server:
                 watch_timeout=s.watch_timeout,
             )
             injector.log.info("watching_configmap", configmap=ref.describe(), key=ref.key)
+            if s.rollout_watch and self._open_rollout is not None:
+                store = injector.store
+                rollout = self._rollout = await self._open_rollout(
+                    kube_api_server=s.kube_api_server,
+                    namespace=ref.namespace,
+                    live=lambda: live_templates(store),
+                    metrics=injector.metrics,
+                    on_restart=functools.partial(injector.report_restart, watch="pods"),
+                )
+                self._tasks.append(asyncio.create_task(rollout.run()))
             return watcher.run
         raise ValueError(f"unknown template source {s.template_source!r}")
 
@@ -263,14 +294,20 @@ class Server:
             self._listener.close()  # no new connections; the runner finishes the open ones
         for runner in reversed(self._runners):
             await runner.cleanup()
-        if self._watch is not None:
-            await self._watch.close()
+        for watch in (self._watch, self._rollout):
+            if watch is not None:
+                await watch.close()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 
 
-async def serve(settings: Settings, *, open_watch: OpenWatch | None = None) -> None:
-    server = Server(settings, open_watch=open_watch)
+async def serve(
+    settings: Settings,
+    *,
+    open_watch: OpenWatch | None = None,
+    open_rollout: OpenRollout | None = None,
+) -> None:
+    server = Server(settings, open_watch=open_watch, open_rollout=open_rollout)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -56,11 +56,17 @@ class Injector:
     def ready(self) -> bool:
         return self.store.template is not None and not self.shutting_down
 
-    def report_restart(self, restart: Restart, delay: float) -> None:
-        self.metrics.watch_restarts.labels(reason=restart.reason).inc()
+    def report_restart(self, restart: Restart, delay: float, *, watch: str = "configmap") -> None:
+        """A restart of the template ConfigMap's watch, or (`watch="pods"`) of the rollout
+        leader's pod watch."""
+        counter = (
+            self.metrics.watch_restarts if watch == "configmap" else self.metrics.pod_watch_restarts
+        )
+        counter.labels(reason=restart.reason).inc()
         log = self.log.info if restart.reason == "stream-ended" else self.log.warning
         log(
             "watch_restart",
+            watch=watch,
             reason=restart.reason,
             relist=restart.relist,
             retry_in_s=round(delay, 3),

@@ -103,6 +103,47 @@ def test_service_ports_not_declared_by_any_container_warn(template: Template) ->
     assert any("7777 is not declared" in w for w in answer["response"]["warnings"])
 
 
+FAILURE_POLICY = "sidecar.mesher.io/failurePolicy"
+
+
+def answer_with_failure_policy(value: str, template: Template) -> tuple[dict[str, Any], Outcome]:
+    review = admission_fixture("server-mesher")
+    review["request"]["object"]["metadata"]["annotations"][FAILURE_POLICY] = value
+    return answer_for(review, template)
+
+
+@pytest.mark.parametrize("value", ["Ignore", "Fail"])
+def test_a_failure_policy_of_ignore_or_fail_is_injected_quietly(
+    value: str, template: Template
+) -> None:
+    answer, outcome = answer_with_failure_policy(value, template)
+    assert outcome.decision == "injected"
+    assert "warnings" not in answer["response"]
+
+
+@pytest.mark.parametrize("value", ["ignore", "IGNORE", "true", "x" * 500])
+def test_any_other_failure_policy_is_injected_with_a_warning_that_it_fails_closed(
+    value: str, template: Template
+) -> None:
+    answer, outcome = answer_with_failure_policy(value, template)
+    assert outcome.decision == "injected"
+    (warning,) = answer["response"]["warnings"]
+    assert warning.startswith(f'{FAILURE_POLICY}="{value[:60]}')
+    assert "fails closed" in warning
+    assert '"Ignore"' in warning
+    assert len(warning) < 400
+
+
+def test_a_failure_policy_on_a_pod_that_did_not_ask_is_not_warned_about(
+    template: Template,
+) -> None:
+    review = admission_fixture("plain-no-annotations")
+    review["request"]["object"]["metadata"]["annotations"] = {FAILURE_POLICY: "ignore"}
+    _, outcome = answer_for(review, template)
+    assert outcome.reason == "not-requested"
+    assert not outcome.warnings
+
+
 def test_a_template_without_discovery_types_denies_a_requested_type() -> None:
     minimal = load_template("containers:\n- name: mesher\n  image: m:1\n")
     _, outcome = answer_for(admission_fixture("server-mesher"), minimal)

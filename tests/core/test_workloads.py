@@ -6,10 +6,11 @@ from __future__ import annotations
 import copy
 
 from injector.core.restart import plan_restarts
-from injector.core.workloads import Snapshot, owner_of, render_table, workloads
+from injector.core.workloads import Snapshot, owner_of, render_table, report_json, workloads
 from tests.support.helpers import recorded_items
 
 SIDECARS = frozenset({"mesher"})
+FAILS_OPEN = {"sidecar.mesher.io/inject": "yes", "sidecar.mesher.io/failurePolicy": "Ignore"}
 
 
 def snapshot() -> Snapshot:
@@ -76,3 +77,66 @@ def test_the_table_has_a_row_per_workload() -> None:
     lines = text.splitlines()
     assert len(lines) == 5
     assert lines[0].split() == ["NAMESPACE", "KIND", "NAME", "PODS", "REVISIONS", "STATE", "WHY"]
+
+
+def with_web_pods(snap: Snapshot, count: int, annotations: dict[str, str]) -> list[str]:
+    """`count` pods of Deployment web (copies of its recorded ones) carrying `annotations`,
+    in place of the recorded ones; their names."""
+    web = [p for p in snap.pods if p["metadata"]["name"].startswith("web-")]
+    for pod in web:
+        snap.pods.remove(pod)
+    names = [f"web-5576d9f5bc-{i:05d}" for i in range(count)]
+    for name in names:
+        pod = copy.deepcopy(web[0])
+        pod["metadata"]["name"] = name
+        pod["metadata"]["annotations"] = dict(annotations)
+        snap.pods.append(pod)
+    return names
+
+
+def test_a_workload_whose_pods_failed_open_is_missing_and_names_them() -> None:
+    snap = snapshot()
+    names = with_web_pods(snap, 2, FAILS_OPEN)
+
+    found = {w.name: w for w in workloads(snap, revision="r", sidecar_names=SIDECARS)}
+
+    web = found["web"]
+    assert (web.kind, web.state, web.restartable) == ("Deployment", "missing", True)
+    assert web.why == (
+        "2 fail-open pod(s) created while the injector was unreachable "
+        "(sidecar.mesher.io/failurePolicy: Ignore), or before the namespace was labelled: "
+        f"{names[0]}, {names[1]}"
+    )
+    report = report_json(list(found.values()), configmap="ns/cm", revision="r", version="")
+    (reported,) = [w for w in report["workloads"] if w["name"] == "web"]
+    assert reported["fail_open_pods"] == names
+    assert all(w["fail_open_pods"] == [] for w in report["workloads"] if w["name"] != "web")
+
+
+def test_the_why_names_the_first_few_fail_open_pods_and_the_report_all_of_them() -> None:
+    snap = snapshot()
+    names = with_web_pods(snap, 5, FAILS_OPEN)
+    strict = copy.deepcopy(snap.pods[-1])  # one pod of the workload fails closed
+    strict["metadata"]["name"] = "web-5576d9f5bc-strict"
+    del strict["metadata"]["annotations"]["sidecar.mesher.io/failurePolicy"]
+    snap.pods.append(strict)
+
+    (web,) = [w for w in workloads(snap, revision="r", sidecar_names=SIDECARS) if w.name == "web"]
+
+    assert web.why.endswith(
+        f": {names[0]}, {names[1]}, {names[2]} and 2 more; 1 pod(s) created while the "
+        "injector was unreachable, or before the namespace was labelled"
+    )
+    assert web.fail_open_pods == tuple(names)
+
+
+def test_fail_open_pods_that_have_their_sidecar_are_not_named() -> None:
+    snap = snapshot()
+    with_web_pods(snap, 2, {**FAILS_OPEN, "sidecar.mesher.io/template-revision": "r"})
+    for pod in snap.pods:
+        if pod["metadata"]["name"].startswith("web-"):
+            pod["spec"]["containers"].append({"name": "mesher", "image": "m"})
+
+    (web,) = [w for w in workloads(snap, revision="r", sidecar_names=SIDECARS) if w.name == "web"]
+
+    assert (web.state, web.why, web.fail_open_pods) == ("current", "", ())

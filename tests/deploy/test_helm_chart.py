@@ -17,6 +17,7 @@ from injector.web.tls import service_dns_names
 from tests.support.charts import (
     CHART,
     CHART_LABELS,
+    CLUSTER_SCOPED,
     Json,
     by_key,
     helm_binary,
@@ -24,6 +25,7 @@ from tests.support.charts import (
     key,
     kubectl_binary,
     kustomize,
+    readme_overlay,
     run,
 )
 from tests.support.helpers import DEFAULT_TEMPLATE, ROOT
@@ -50,6 +52,13 @@ def helm() -> Path:
 
 def render(*args: str, namespace: str = "mesher-system") -> dict[tuple[str, str, str], Json]:
     return by_key(helm_template(helm(), *args, namespace=namespace))
+
+
+def every_webhook(charted: dict[tuple[str, str, str], Json]) -> list[Json]:
+    """The entries of both webhook configurations (the mutating one has two)."""
+    found = [w for kind in WEBHOOKS for w in charted[(kind, "", "mesher-injector")]["webhooks"]]
+    assert len(found) == 3
+    return found
 
 
 def comparable(obj: Json) -> tuple[Json, dict[str, str]]:
@@ -92,8 +101,9 @@ def default() -> dict[tuple[str, str, str], Json]:
             "--set",
             f"certificates.provided.caBundle={A_CA_BUNDLE}",
         ],
+        ["--set", "rolloutWatch.enabled=false", "--set", "monitoring.enabled=true"],
     ],
-    ids=["default", "cert-manager-and-monitoring", "provided"],
+    ids=["default", "cert-manager-and-monitoring", "provided", "no-rollout-watch"],
 )
 def test_helm_lint_passes_strict(values: list[str]) -> None:
     linted = run([str(helm()), "lint", "--strict", str(CHART), *values])
@@ -110,6 +120,12 @@ def test_the_chart_installs_what_deploy_installs(default: dict[tuple[str, str, s
     assert_same_objects(kustomized, default)
     extra = set(default) - {key(o) for o in kustomized}
     assert extra == SELF_SIGNED_SECRETS | {TEMPLATE_KEY}
+    # the strict entry, then the one pods annotated failurePolicy: Ignore go to
+    mutating = default[("MutatingWebhookConfiguration", "", "mesher-injector")]["webhooks"]
+    assert [(w["name"], w["failurePolicy"]) for w in mutating] == [
+        ("sidecar.mesher.io", "Fail"),
+        ("fail-open.sidecar.mesher.io", "Ignore"),
+    ]
 
 
 def test_the_chart_with_cert_manager_installs_what_deploy_cert_manager_installs() -> None:
@@ -118,8 +134,7 @@ def test_the_chart_with_cert_manager_installs_what_deploy_cert_manager_installs(
 
     assert_same_objects(kustomized, charted)
     assert set(charted) - {key(o) for o in kustomized} == {TEMPLATE_KEY}
-    for kind in WEBHOOKS:
-        (webhook,) = charted[(kind, "", "mesher-injector")]["webhooks"]
+    for webhook in every_webhook(charted):
         assert "caBundle" not in webhook["clientConfig"]  # cert-manager's cainjector fills it
 
 
@@ -191,8 +206,7 @@ def test_the_self_signed_default_serves_the_services_names_under_the_ca_the_webh
     assert names.get_values_for_type(x509.DNSName) == service_dns_names(
         "mesher-injector", "mesher-system"
     )
-    for kind in WEBHOOKS:
-        (webhook,) = default[(kind, "", "mesher-injector")]["webhooks"]
+    for webhook in every_webhook(default):
         assert webhook["clientConfig"]["caBundle"] == ca["data"]["tls.crt"]
     # the expiry an upgrade renews by, written beside the certificate
     not_after = datetime.datetime.fromisoformat(
@@ -215,8 +229,7 @@ def test_provided_certificates_mount_the_users_secret_and_trust_the_users_ca() -
     pod = charted[("Deployment", "mesher-system", "mesher-injector")]["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if "secret" in v]
     assert volume["secret"]["secretName"] == "my-tls"
-    for kind in WEBHOOKS:
-        (webhook,) = charted[(kind, "", "mesher-injector")]["webhooks"]
+    for webhook in every_webhook(charted):
         assert webhook["clientConfig"]["caBundle"] == A_CA_BUNDLE
 
 
@@ -227,6 +240,7 @@ def test_provided_certificates_mount_the_users_secret_and_trust_the_users_ca() -
         (["--set", "certificates.source=vault"], "certificates/source"),
         (["--set", "webhook.failurePolicy=Never"], "webhook/failurePolicy"),
         (["--set", "replica=3"], "'replica' not allowed"),
+        (["--set", "monitoring.alerts.staleSidecarsAfter=1d"], "staleSidecarsAfter"),
     ],
 )
 def test_a_wrong_value_is_refused_with_its_name(values: list[str], message: str) -> None:
@@ -257,8 +271,10 @@ def test_the_values_reach_the_objects() -> None:
     )
 
     for kind, namespace, name in charted:
-        if kind not in WEBHOOKS:
+        if kind not in CLUSTER_SCOPED:
             assert namespace == "mesh-tools", (kind, name)
+    (subject,) = charted[("ClusterRoleBinding", "", "mesher-injector")]["subjects"]
+    assert subject["namespace"] == "mesh-tools"
     deployment = charted[("Deployment", "mesh-tools", "mesher-injector")]["spec"]
     assert deployment["replicas"] == 3
     (container,) = deployment["template"]["spec"]["containers"]
@@ -268,15 +284,17 @@ def test_the_values_reach_the_objects() -> None:
     assert args.configmap == ""  # the ConfigMap is looked up in the pod's own namespace
     (binding,) = charted[("RoleBinding", "mesh-tools", "mesher-injector")]["subjects"]
     assert binding["namespace"] == "mesh-tools"
-    (mutating,) = charted[("MutatingWebhookConfiguration", "", "mesher-injector")]["webhooks"]
+    strict, fail_open = charted[("MutatingWebhookConfiguration", "", "mesher-injector")]["webhooks"]
     (validating,) = charted[("ValidatingWebhookConfiguration", "", "mesher-injector")]["webhooks"]
-    assert (mutating["failurePolicy"], mutating["timeoutSeconds"]) == ("Ignore", 10)
+    assert (strict["failurePolicy"], strict["timeoutSeconds"]) == ("Ignore", 10)
     assert validating["failurePolicy"] == "Ignore"  # always: an outage never blocks a fix
-    (excluded,) = mutating["namespaceSelector"]["matchExpressions"]
-    assert excluded["values"] == ["kube-system", "legacy", "mesh-tools"]
+    assert (fail_open["failurePolicy"], fail_open["timeoutSeconds"]) == ("Ignore", 10)
+    for hook in (strict, fail_open):
+        (excluded,) = hook["namespaceSelector"]["matchExpressions"]
+        assert excluded["values"] == ["kube-system", "legacy", "mesh-tools"]
     (selected,) = validating["namespaceSelector"]["matchExpressions"]
     assert selected["values"] == ["mesh-tools"]
-    for hook in (mutating, validating):
+    for hook in (strict, fail_open, validating):
         assert hook["clientConfig"]["service"]["namespace"] == "mesh-tools"
     tls = charted[("Secret", "mesh-tools", "mesher-injector-tls")]
     names = certificate(tls, "tls.crt").extensions.get_extension_for_class(
@@ -290,4 +308,64 @@ def test_the_values_reach_the_objects() -> None:
 def test_the_release_namespace_is_the_injectors_by_default() -> None:
     charted = render(namespace="mesh-tools")
 
-    assert {namespace for kind, namespace, _ in charted if kind not in WEBHOOKS} == {"mesh-tools"}
+    assert {namespace for kind, namespace, _ in charted if kind not in CLUSTER_SCOPED} == {
+        "mesh-tools"
+    }
+
+
+ROLLOUT_WATCH_OFF = ("--set", "rolloutWatch.enabled=false")
+RULE_KEY = ("PrometheusRule", "mesher-system", "mesher-injector")
+ROLLOUT_OBJECTS = {
+    ("ClusterRole", "", "mesher-injector"),
+    ("ClusterRoleBinding", "", "mesher-injector"),
+}
+
+
+def test_without_the_rollout_watch_the_chart_grants_no_pods_nor_leases_and_turns_it_off(
+    default: dict[tuple[str, str, str], Json],
+) -> None:
+    charted = render(*ROLLOUT_WATCH_OFF, "--set", "monitoring.enabled=true")
+
+    assert set(default) >= ROLLOUT_OBJECTS
+    assert set(charted) == set(render("--set", "monitoring.enabled=true")) - ROLLOUT_OBJECTS
+    (rule,) = charted[("Role", "mesher-system", "mesher-injector")]["rules"]
+    assert rule["resources"] == ["configmaps"]
+    deployment = charted[("Deployment", "mesher-system", "mesher-injector")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MESHER_INJECTOR_ROLLOUT_WATCH", "value": "false"} in container["env"]
+    groups = charted[RULE_KEY]["spec"]["groups"]
+    assert [g["name"] for g in groups] == ["mesher-injector"]
+
+
+def test_the_readmes_overlay_without_the_rollout_watch_is_the_charts(tmp_path: Path) -> None:
+    kustomized = kustomize(readme_overlay(tmp_path, "# no-rollout-watch/kustomization.yaml"))
+
+    assert_same_objects(kustomized, render(*ROLLOUT_WATCH_OFF))
+    assert not ROLLOUT_OBJECTS & {key(o) for o in kustomized}
+
+
+def stale_alert(prometheus_rule: Json) -> Json:
+    groups = prometheus_rule["spec"]["groups"]
+    (rule,) = [r for g in groups for r in g["rules"] if r["alert"] == "MesherInjectorSidecarsStale"]
+    found: Json = rule
+    return found
+
+
+def test_stale_sidecars_after_sets_the_stale_alerts_threshold_and_nothing_else() -> None:
+    on = ("--set", "monitoring.enabled=true")
+    shipped = stale_alert(render(*on)[RULE_KEY])
+    charted = stale_alert(
+        render(*on, "--set", "monitoring.alerts.staleSidecarsAfter=3600")[RULE_KEY]
+    )
+
+    assert shipped["expr"].endswith(" > 86400")
+    assert charted == {**shipped, "expr": shipped["expr"].removesuffix("86400") + "3600"}
+
+
+def test_the_readmes_stale_threshold_overlay_is_the_charts_value(tmp_path: Path) -> None:
+    kustomized = by_key(kustomize(readme_overlay(tmp_path, "# my-alerts/kustomization.yaml")))
+    charted = render(
+        "--set", "monitoring.enabled=true", "--set", "monitoring.alerts.staleSidecarsAfter=21600"
+    )
+
+    assert stale_alert(kustomized[RULE_KEY]) == stale_alert(charted[RULE_KEY])

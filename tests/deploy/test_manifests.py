@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +11,12 @@ import yaml
 from injector.cli.main import build_parser
 from injector.core.decide import decide
 from injector.core.manual import inject_documents
+from injector.core.names import ROLLOUT_LEASE
 from injector.core.settings import ConfigMapRef
 from injector.core.template import Template, load_template
 from injector.web.tls import service_dns_names
 from injector.web.webhook import WEBHOOKS
-from tests.support.charts import kubectl_binary, kustomize, run
+from tests.support.charts import CLUSTER_SCOPED, kubectl_binary, kustomize, readme_overlay, run
 from tests.support.helpers import (
     DEFAULT_TEMPLATE,
     ROOT,
@@ -83,6 +82,8 @@ KUBECTL = pytest.mark.skipif(kubectl_binary() is None, reason="kubectl not insta
                 "ServiceAccount",
                 "Role",
                 "RoleBinding",
+                "ClusterRole",
+                "ClusterRoleBinding",
                 "Service",
                 "Deployment",
                 "PodDisruptionBudget",
@@ -108,21 +109,6 @@ def test_kustomize_builds(folder: str, expected: set[str]) -> None:
         assert configmap["data"]["template.yaml"] == DEFAULT_TEMPLATE.read_text()
 
 
-README = ROOT / "README.md"
-
-
-def readme_overlay(tmp_path: Path, first_line: str) -> Path:
-    """The README's kustomization that starts with `first_line` (`# NAME/kustomization.yaml`),
-    written to tmp_path/NAME with its `../deploy/` made this checkout's deploy/."""
-    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    (block,) = [b for b in blocks if b.startswith(first_line)]
-    folder = tmp_path / first_line.removeprefix("# ").split("/")[0]
-    folder.mkdir()
-    deploy = os.path.relpath(DEPLOY, folder)
-    (folder / "kustomization.yaml").write_text(block.replace("../deploy/", f"{deploy}/"))
-    return folder
-
-
 @KUBECTL
 def test_the_readmes_cert_manager_overlay_moves_everything_to_another_namespace(
     tmp_path: Path,
@@ -135,19 +121,22 @@ def test_the_readmes_cert_manager_overlay_moves_everything_to_another_namespace(
     for doc in built:
         if doc["kind"] == "Namespace":
             assert doc["metadata"]["name"] == "mesh-tools"
-        elif not doc["kind"].endswith("WebhookConfiguration"):
+        elif doc["kind"] not in CLUSTER_SCOPED:
             assert doc["metadata"]["namespace"] == "mesh-tools", doc["kind"]
-    (binding,) = [d for d in built if d["kind"] == "RoleBinding"]
-    assert binding["subjects"][0]["namespace"] == "mesh-tools"
+    for kind in ("RoleBinding", "ClusterRoleBinding"):
+        (binding,) = [d for d in built if d["kind"] == kind]
+        assert binding["subjects"][0]["namespace"] == "mesh-tools", kind
     (webhook,) = [d for d in built if d["kind"] == "MutatingWebhookConfiguration"]
     (validating,) = [d for d in built if d["kind"] == "ValidatingWebhookConfiguration"]
     for configuration in (webhook, validating):
-        (hook,) = configuration["webhooks"]
-        assert hook["clientConfig"]["service"]["namespace"] == "mesh-tools"
+        for hook in configuration["webhooks"]:
+            assert hook["clientConfig"]["service"]["namespace"] == "mesh-tools"
         annotations = configuration["metadata"]["annotations"]
         assert annotations["cert-manager.io/inject-ca-from"] == "mesh-tools/mesher-injector-serving"
-    (excluded,) = webhook["webhooks"][0]["namespaceSelector"]["matchExpressions"]
-    assert excluded["values"] == ["kube-system", "kube-public", "mesh-tools"]
+    assert len(webhook["webhooks"]) == 2  # fail-closed and fail-open pods
+    for hook in webhook["webhooks"]:
+        (excluded,) = hook["namespaceSelector"]["matchExpressions"]
+        assert excluded["values"] == ["kube-system", "kube-public", "mesh-tools"]
     (selected,) = validating["webhooks"][0]["namespaceSelector"]["matchExpressions"]
     assert selected["values"] == ["mesh-tools"]
     (serving,) = [
@@ -215,23 +204,45 @@ def test_the_template_configmap_equals_config() -> None:
     assert spec["namespace"] == "mesher-system"
 
 
-def test_rbac_allows_only_reading_the_template_configmap(
+# The Lease the rollout watch's replicas elect their leader with (serve --rollout-watch).
+
+
+def test_rbac_allows_reading_the_template_and_holding_the_rollout_lease_only(
     serve_args: Any, deployment: dict[str, Any]
 ) -> None:
     role = one(BASE / "rbac.yaml", "Role")
-    (rule,) = role["rules"]
-    assert rule["resources"] == ["configmaps"]
-    assert sorted(rule["verbs"]) == ["get", "list", "watch"]
+    template, lease, create_lease = role["rules"]
+    assert template["resources"] == ["configmaps"]
+    assert sorted(template["verbs"]) == ["get", "list", "watch"]
     ref = ConfigMapRef.parse(serve_args.configmap, default_namespace="mesher-system")
-    assert rule["resourceNames"] == [ref.name]
+    assert template["resourceNames"] == [ref.name]
     assert ref.namespace == role["metadata"]["namespace"] == "mesher-system"
-    binding = one(BASE / "rbac.yaml", "RoleBinding")
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    (subject,) = binding["subjects"]
-    assert subject["name"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
-    assert (
-        subject["name"] == one(BASE / "serviceaccount.yaml", "ServiceAccount")["metadata"]["name"]
-    )
+    for rule in (lease, create_lease):
+        assert (rule["apiGroups"], rule["resources"]) == (["coordination.k8s.io"], ["leases"])
+    assert (sorted(lease["verbs"]), lease["resourceNames"]) == (["get", "update"], [ROLLOUT_LEASE])
+    # RBAC cannot limit create by name: the only verb on leases without one
+    assert create_lease["verbs"] == ["create"]
+    assert "resourceNames" not in create_lease
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert account == one(BASE / "serviceaccount.yaml", "ServiceAccount")["metadata"]["name"]
+    for kind, role_kind in (("RoleBinding", "Role"), ("ClusterRoleBinding", "ClusterRole")):
+        binding = one(BASE / "rbac.yaml", kind)
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": role_kind,
+            "name": one(BASE / "rbac.yaml", role_kind)["metadata"]["name"],
+        }
+        (subject,) = binding["subjects"]
+        assert subject == {"kind": "ServiceAccount", "name": account, "namespace": "mesher-system"}
+
+
+def test_the_cluster_role_lists_and_watches_pods_and_nothing_else() -> None:
+    """The rollout watch: pods' metadata in every namespace. Never get (it lists), never
+    another resource, never a write."""
+    cluster_role = one(BASE / "rbac.yaml", "ClusterRole")
+    assert cluster_role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
+    ]
 
 
 def test_deployment_is_highly_available_and_locked_down(
@@ -286,6 +297,18 @@ def test_tls_files_come_from_the_mounted_secret(
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
 
 
+def test_each_replica_knows_its_own_pod_name_for_the_rollout_lease(
+    container: dict[str, Any],
+) -> None:
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"] == {
+        "name": "POD_NAME",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+    }
+    # the watch is on by default: nothing in deploy/ turns it off
+    assert "MESHER_INJECTOR_ROLLOUT_WATCH" not in env
+
+
 def webhook_service() -> dict[str, Any]:
     (service,) = [
         d for d in docs(BASE / "service.yaml") if d["metadata"]["name"] == "mesher-injector"
@@ -309,7 +332,8 @@ def test_service_maps_443_to_the_webhook_port_and_nothing_else(
 
 def test_webhook_configuration_matches_the_service_and_the_server() -> None:
     config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
-    (hook,) = config["webhooks"]
+    hook, _ = config["webhooks"]  # the fail-open entry equals it but for three fields (below)
+    assert hook["name"] == "sidecar.mesher.io"
     service = webhook_service()
     client = hook["clientConfig"]["service"]
     assert client["name"] == service["metadata"]["name"]
@@ -431,17 +455,51 @@ def test_the_base_never_applies_the_template_configmap() -> None:
     assert not (BASE / "template.yaml").exists()
 
 
+ASKS_FOR_MESHER = (
+    "has(object.metadata.annotations) && 'sidecar.mesher.io/inject' in object.metadata.annotations"
+)
+FAILS_OPEN = (
+    "has(object.metadata.annotations) && "
+    "'sidecar.mesher.io/failurePolicy' in object.metadata.annotations && "
+    "object.metadata.annotations['sidecar.mesher.io/failurePolicy'] == 'Ignore'"
+)
+
+
+def test_pods_that_fail_open_go_to_a_second_entry_equal_to_the_first_but_for_its_policy() -> None:
+    """The strict entry takes the pods that ask, less those annotated failurePolicy:
+    Ignore, which only the fail-open entry takes: each pod that asks is sent once (the
+    API server evaluates the conditions: tests/e2e/test_fail_open.py)."""
+    config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
+    strict, fail_open = config["webhooks"]
+
+    conditions = {
+        hook["name"]: {c["name"]: c["expression"] for c in hook["matchConditions"]}
+        for hook in (strict, fail_open)
+    }
+    assert conditions == {
+        "sidecar.mesher.io": {
+            "asks-for-mesher": ASKS_FOR_MESHER,
+            "fails-closed": f"!({FAILS_OPEN})",
+        },
+        "fail-open.sidecar.mesher.io": {
+            "asks-for-mesher": ASKS_FOR_MESHER,
+            "fails-open": FAILS_OPEN,
+        },
+    }
+    assert (strict["failurePolicy"], fail_open["failurePolicy"]) == ("Fail", "Ignore")
+    differing = ("name", "failurePolicy", "matchConditions")
+    assert {k: v for k, v in strict.items() if k not in differing} == {
+        k: v for k, v in fail_open.items() if k not in differing
+    }
+
+
 def test_a_pod_that_does_not_carry_the_inject_annotation_needs_no_webhook_call() -> None:
     """deploy/'s matchConditions send only pods carrying the inject annotation (the API
     server evaluates them: tests/e2e/test_outage.py). So every recorded pod without it
     must be one the injector leaves alone, without even a warning."""
     config = one(BASE / "webhook.yaml", "MutatingWebhookConfiguration")
-    (hook,) = config["webhooks"]
-    (condition,) = hook["matchConditions"]
-    assert condition["expression"] == (
-        "has(object.metadata.annotations) && "
-        "'sidecar.mesher.io/inject' in object.metadata.annotations"
-    )
+    for hook in config["webhooks"]:
+        assert hook["matchConditions"][0]["expression"] == ASKS_FOR_MESHER
     for name in admission_fixture_names():
         request = admission_fixture(name)["request"]
         if request["kind"]["kind"] != "Pod":

@@ -38,6 +38,11 @@ def revision_of(text: str) -> str:
 class Live:
     control_plane: ControlPlane
     injector: LocalInjector
+    system: str = SYSTEM  # where the template ConfigMap is
+
+    @property
+    def configmap(self) -> str:
+        return f"{self.system}/{TEMPLATE_CONFIGMAP}"
 
     def put_template(self, text: str) -> None:
         """Store `text` in the template ConfigMap, and wait until the injector serves it
@@ -46,7 +51,7 @@ class Live:
             self.control_plane,
             "apply",
             "-n",
-            SYSTEM,
+            self.system,
             "-f",
             "-",
             stdin=json.dumps(template_configmap(text)),
@@ -65,11 +70,11 @@ class Live:
         raise AssertionError(f"the injector did not take the edit within {RELOAD_LIMIT} s")
 
     def cli(self, *args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """`mesher-injector ARGS --configmap SYSTEM/...`, with the control plane's admin
+        """`mesher-injector ARGS --configmap <system>/...`, with the control plane's admin
         kubeconfig unless another is given."""
         kubeconfig = kubeconfig or self.control_plane.kubeconfig
         return subprocess.run(
-            [sys.executable, "-m", "injector", *args, "--configmap", CONFIGMAP],
+            [sys.executable, "-m", "injector", *args, "--configmap", self.configmap],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             cwd=ROOT,
             capture_output=True,
@@ -83,7 +88,7 @@ class Live:
         result = self.cli("status", *scope, "-o", "json")
         assert result.returncode in (0, 1), result.stderr
         report: dict[str, Any] = json.loads(result.stdout)
-        assert report["template"]["configmap"] == CONFIGMAP
+        assert report["template"]["configmap"] == self.configmap
         return result.returncode, report
 
     def status(self, namespace: str) -> tuple[int, dict[str, dict[str, Any]]]:
@@ -95,12 +100,20 @@ class Live:
         return self.cli("restart", "-n", namespace, "--poll-interval", "0.2", *args)
 
 
-async def ready_deployment(kube: Kube, namespace: str, name: str, *, replicas: int = 2) -> None:
+async def ready_deployment(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    *,
+    replicas: int = 2,
+    annotations: dict[str, str] = ASK,
+) -> Json:
+    """A Deployment whose pods carry `annotations`, rolled out; its pods."""
     await kube.create(
         f"/apis/apps/v1/namespaces/{namespace}/deployments",
-        manifests.deployment(name, replicas=replicas, annotations=ASK),
+        manifests.deployment(name, replicas=replicas, annotations=annotations),
     )
-    await wait_rolled_out(kube, namespace, name, replicas=replicas)
+    return await wait_rolled_out(kube, namespace, name, replicas=replicas)
 
 
 async def wait_rolled_out(kube: Kube, namespace: str, name: str, *, replicas: int) -> Json:

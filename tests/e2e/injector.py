@@ -8,15 +8,19 @@ import contextlib
 import copy
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e import manifests
 from tests.e2e.controlplane import ControlPlane
@@ -30,6 +34,8 @@ REGISTRATION_LIMIT = 20.0
 # A template edit the validating webhook refuses, and what kubectl then says.
 UNKNOWN_VARIABLE = DEFAULT_TEMPLATE.read_text().replace("{{ values.appId }}", "{{ values.nope }}")
 DENIED_TEMPLATE = 'admission webhook "template.sidecar.mesher.io" denied the request'
+# What the API server says when the strict (failurePolicy Fail) entry gets no answer.
+UNREACHABLE = 'failed calling webhook "sidecar.mesher.io"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,7 @@ class LocalInjector:
     url: str
     admin: str
     ca_file: Path
+    process: subprocess.Popen[bytes] | None = None  # to kill it the hard way
 
 
 @contextlib.contextmanager
@@ -46,13 +53,16 @@ def running_injector(
     template_file: Path = DEFAULT_TEMPLATE,
     configmap: str = "",
     kubeconfig: Path | None = None,
+    port: int = 0,
 ) -> Iterator[LocalInjector]:
     """`mesher-injector serve` on loopback with a self-signed certificate (for 127.0.0.1),
     ready once its template is loaded; stopped (SIGTERM) after. With `configmap`
     (NAMESPACE/NAME) the template comes from that ConfigMap, watched through the API
-    server `kubeconfig` names; else from `template_file`."""
+    server `kubeconfig` names; else from `template_file`. Started again with the same
+    `workdir` and `port`, it serves the same URL under the same CA (--self-signed-dir
+    keeps the pair): what a registration made for the first one calls."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port, admin_port = free_port(), free_port()
+    port, admin_port = port or free_port(), free_port()
     source = (
         ["--template-source=configmap", f"--configmap={configmap}"]
         if configmap
@@ -61,7 +71,7 @@ def running_injector(
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)} if kubeconfig else None
     processes = Processes(workdir)
     try:
-        processes.start(
+        process = processes.start(
             "injector",
             [
                 sys.executable,
@@ -82,10 +92,32 @@ def running_injector(
         admin = f"http://127.0.0.1:{admin_port}"
         wait_until_ok(f"{admin}/readyz", processes)
         yield LocalInjector(
-            url=f"https://127.0.0.1:{port}", admin=admin, ca_file=workdir / "certs" / "ca.crt"
+            url=f"https://127.0.0.1:{port}",
+            admin=admin,
+            ca_file=workdir / "certs" / "ca.crt",
+            process=process,
         )
     finally:
         processes.stop()
+
+
+async def admin_get(injector: LocalInjector, path: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"{injector.admin}{path}") as answer:
+        answer.raise_for_status()
+        return await answer.text()
+
+
+async def decisions_made(injector: LocalInjector) -> Counter[tuple[str, str]]:
+    """How many admission requests the injector has decided, by decision and reason."""
+    families = text_string_to_metric_families(await admin_get(injector, "/metrics"))
+    return Counter(
+        {
+            (sample.labels["decision"], sample.labels["reason"]): int(sample.value)
+            for family in families
+            for sample in family.samples
+            if sample.name == "mesher_injector_decisions_total" and sample.value
+        }
+    )
 
 
 def webhook_by_url(injector: LocalInjector, kind: str) -> dict[str, Any]:
@@ -127,48 +159,88 @@ def registered(control_plane: ControlPlane, configuration: dict[str, Any]) -> It
         kubectl_ok(control_plane, "delete", kind, name)
 
 
-def wait_until_the_api_server_calls(control_plane: ControlPlane, namespace: str) -> None:
-    """A webhook configuration reaches the API server's cache a moment after it is stored:
-    dry-run a pod that asks until it comes back injected."""
-    probe = json.dumps(manifests.pod("probe", annotations=ASK))
+def dry_run_until(
+    control_plane: ControlPlane,
+    namespace: str,
+    probe: dict[str, Any],
+    answered: Callable[[subprocess.CompletedProcess[str]], bool],
+    *,
+    never: str,
+) -> None:
+    """A webhook configuration (or the injector behind it) reaches the API server's cache
+    a moment after it changes: `kubectl create --dry-run=server -o json` of `probe` in
+    `namespace` until `answered` says the answer is the awaited one; AssertionError
+    (`never`, after REGISTRATION_LIMIT) if it never is."""
+    text = json.dumps(probe)
     deadline = time.monotonic() + REGISTRATION_LIMIT
     while time.monotonic() < deadline:
         created = control_plane.kubectl(
-            "create", "--dry-run=server", "-o", "json", "-n", namespace, "-f", "-", stdin=probe
+            "create", "--dry-run=server", "-o", "json", "-n", namespace, "-f", "-", stdin=text
         )
-        if created.returncode == 0 and "mesher" in container_names(json.loads(created.stdout)):
+        if answered(created):
             return
         time.sleep(0.2)
-    raise AssertionError(f"the webhook was not called within {REGISTRATION_LIMIT} s")
+    raise AssertionError(f"{never} within {REGISTRATION_LIMIT} s")
+
+
+def wait_until_the_api_server_calls(control_plane: ControlPlane, namespace: str) -> None:
+    """Dry-run a pod that asks until it comes back injected."""
+    dry_run_until(
+        control_plane,
+        namespace,
+        manifests.pod("probe", annotations=ASK),
+        lambda created: (
+            created.returncode == 0 and "mesher" in container_names(json.loads(created.stdout))
+        ),
+        never="the webhook was not called",
+    )
 
 
 @contextlib.contextmanager
 def injecting(control_plane: ControlPlane, injector: LocalInjector) -> Iterator[None]:
     """`injector` registered as deploy/ registers the real one, and called by the API
     server (probed in a labelled namespace of its own) for the block."""
-    probe_namespace = f"e2e-probe-{uuid.uuid4().hex[:8]}"
-    with registered(control_plane, mutating_webhook_by_url(injector)):
-        kubectl_ok(control_plane, "create", "namespace", probe_namespace)
-        try:
-            kubectl_ok(
-                control_plane, "label", "namespace", probe_namespace, f"{INJECTION_LABEL}=enabled"
-            )
-            wait_until_the_api_server_calls(control_plane, probe_namespace)
-            yield
-        finally:
-            kubectl_ok(control_plane, "delete", "namespace", probe_namespace, "--wait=false")
+    with (
+        registered(control_plane, mutating_webhook_by_url(injector)),
+        probe_namespace(control_plane) as probing,
+    ):
+        wait_until_the_api_server_calls(control_plane, probing)
+        yield
+
+
+@contextlib.contextmanager
+def probe_namespace(control_plane: ControlPlane) -> Iterator[str]:
+    """A namespace of its own, opted in, for dry-run probes; deleted after."""
+    name = f"e2e-probe-{uuid.uuid4().hex[:8]}"
+    kubectl_ok(control_plane, "create", "namespace", name)
+    try:
+        kubectl_ok(control_plane, "label", "namespace", name, f"{INJECTION_LABEL}=enabled")
+        yield name
+    finally:
+        kubectl_ok(control_plane, "delete", "namespace", name, "--wait=false")
+
+
+def wait_until_a_pod_that_asks_is_refused(control_plane: ControlPlane) -> None:
+    """After the injector stopped, its registration still there: until the API server
+    refuses a pod that asks (probed in a labelled namespace of its own) for want of an
+    answer."""
+    with probe_namespace(control_plane) as probing:
+        dry_run_until(
+            control_plane,
+            probing,
+            manifests.pod("probe", annotations=ASK),
+            lambda created: UNREACHABLE in created.stderr,
+            never="pods that ask were still admitted",
+        )
 
 
 def wait_until_a_broken_template_is_refused(control_plane: ControlPlane, namespace: str) -> None:
     """The template's validating webhook reaches the API server's cache after a moment:
     dry-run a broken template in `namespace` until the webhook refuses it."""
-    probe = json.dumps(template_configmap(UNKNOWN_VARIABLE))
-    deadline = time.monotonic() + REGISTRATION_LIMIT
-    while time.monotonic() < deadline:
-        result = control_plane.kubectl(
-            "create", "--dry-run=server", "-n", namespace, "-f", "-", stdin=probe
-        )
-        if DENIED_TEMPLATE in result.stderr:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the template webhook was not called within {REGISTRATION_LIMIT} s")
+    dry_run_until(
+        control_plane,
+        namespace,
+        template_configmap(UNKNOWN_VARIABLE),
+        lambda created: DENIED_TEMPLATE in created.stderr,
+        never="the template webhook was not called",
+    )

@@ -80,6 +80,23 @@ def template_data(plane: ControlPlane, namespace: str = INJECTOR_NAMESPACE) -> d
     return data
 
 
+def ca_bundles(plane: ControlPlane) -> list[str]:
+    """The caBundle of every entry of both webhook configurations ("" where one has none):
+    install.sh, the chart and cert-manager must set them all (the mutating one has two)."""
+    return [
+        bundle
+        for kind in WEBHOOK_KINDS
+        for bundle in kubectl_ok(
+            plane,
+            "get",
+            kind,
+            "mesher-injector",
+            "-o",
+            'jsonpath={range .webhooks[*]}{.clientConfig.caBundle}{"\\n"}{end}',
+        ).splitlines()
+    ]
+
+
 def serving_names(secret: Json) -> list[str]:
     """The DNS names the serving certificate in a TLS Secret is valid for."""
     cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
@@ -151,8 +168,12 @@ def assert_passed_and_cleaned_up(
     return announced
 
 
-# What deploy/install.sh makes in the injector's namespace, besides the template ConfigMap.
+# What deploy/install.sh makes, besides the template ConfigMap and the webhook
+# configurations (WEBHOOK_KINDS): in the injector's namespace, and the rollout watch's
+# cluster-wide ClusterRole and binding (a `-n` is ignored for those).
 INSTALLED_OBJECTS = (
+    "clusterrole/mesher-injector",
+    "clusterrolebinding/mesher-injector",
     "deployment/mesher-injector",
     "service/mesher-injector",
     "service/mesher-injector-metrics",

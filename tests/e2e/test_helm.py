@@ -28,6 +28,7 @@ from tests.e2e.injector import (
 from tests.e2e.installing import (
     INSTALLED_OBJECTS,
     WEBHOOK_KINDS,
+    ca_bundles,
     create_pod,
     get,
     gone_or_going,
@@ -114,20 +115,6 @@ def secret_data(plane: ControlPlane) -> dict[str, str]:
     assert secret is not None
     data: dict[str, str] = secret["data"]
     return data
-
-
-def ca_bundles(plane: ControlPlane) -> list[str]:
-    return [
-        kubectl_ok(
-            plane,
-            "get",
-            kind,
-            "mesher-injector",
-            "-o",
-            "jsonpath={.webhooks[0].clientConfig.caBundle}",
-        )
-        for kind in WEBHOOK_KINDS
-    ]
 
 
 @contextlib.contextmanager

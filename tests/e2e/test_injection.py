@@ -9,13 +9,18 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e import manifests, node
 from tests.e2e.controlplane import ControlPlane
-from tests.e2e.injector import LocalInjector, injecting, kubectl_ok, running_injector
+from tests.e2e.injector import (
+    LocalInjector,
+    admin_get,
+    decisions_made,
+    injecting,
+    kubectl_ok,
+    running_injector,
+)
 from tests.e2e.kube import ApiError, Json, Kube, has_condition
 from tests.e2e.manifests import ASK, INJECTION_LABEL, container_names
 
@@ -36,23 +41,6 @@ def injector(
 
 def init_container_names(pod: Json) -> list[str]:
     return [c["name"] for c in pod["spec"].get("initContainers", [])]
-
-
-async def admin_get(injector: LocalInjector, path: str) -> str:
-    async with aiohttp.ClientSession() as session, session.get(f"{injector.admin}{path}") as answer:
-        answer.raise_for_status()
-        return await answer.text()
-
-
-async def decisions_made(injector: LocalInjector) -> float:
-    """How many admission requests the injector has decided, all decisions and reasons."""
-    families = text_string_to_metric_families(await admin_get(injector, "/metrics"))
-    return sum(
-        sample.value
-        for family in families
-        for sample in family.samples
-        if sample.name == "mesher_injector_decisions_total"
-    )
 
 
 async def create_pod(kube: Kube, namespace: str, pod: Json) -> Json:

@@ -32,6 +32,7 @@ from tests.e2e.installing import (
     a_users_workload,
     assert_passed_and_cleaned_up,
     assert_untouched,
+    ca_bundles,
     create_pod,
     get,
     gone_or_going,
@@ -47,6 +48,7 @@ from tests.e2e.manifests import (
     container_names,
     template_configmap,
 )
+from tests.e2e.rollout import eventually, leads, pods_by_state, samples
 from tests.support.helpers import DEFAULT_TEMPLATE, bump
 
 pytestmark = pytest.mark.e2e
@@ -94,13 +96,18 @@ def test_an_install_into_another_namespace_injects_through_the_service_there(
     for kind in WEBHOOK_KINDS:
         configuration = get(bare_plane, kind, "mesher-injector")
         assert configuration is not None
-        (hook,) = configuration["webhooks"]
-        assert hook["clientConfig"]["service"]["namespace"] == ELSEWHERE
-        assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
-        (names,) = hook["namespaceSelector"]["matchExpressions"]
-        assert ELSEWHERE in names["values"]
-        assert INJECTOR_NAMESPACE not in names["values"]
+        for hook in configuration["webhooks"]:  # the mutating one has two
+            assert hook["clientConfig"]["service"]["namespace"] == ELSEWHERE
+            assert hook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+            (names,) = hook["namespaceSelector"]["matchExpressions"]
+            assert ELSEWHERE in names["values"]
+            assert INJECTOR_NAMESPACE not in names["values"]
     assert template_data(bare_plane, ELSEWHERE) == {"template.yaml": DEFAULT_TEMPLATE.read_text()}
+    # The rollout watch's cluster-wide binding names the ServiceAccount there too.
+    binding = get(bare_plane, "clusterrolebinding", "mesher-injector")
+    assert binding is not None
+    (subject,) = binding["subjects"]
+    assert (subject["name"], subject["namespace"]) == ("mesher-injector", ELSEWHERE)
     # The API server calls the injector at mesher-injector.ELSEWHERE.svc and trusts it.
     opt_in(bare_plane, APP)
     wait_until_the_api_server_calls(bare_plane, APP)
@@ -177,6 +184,57 @@ def test_a_fresh_install_refuses_a_broken_template_edit_through_the_service(
     assert stored_template(installed) == before
 
 
+def test_a_fresh_install_makes_every_installed_object(installed: ControlPlane) -> None:
+    for made in INSTALLED_OBJECTS:
+        assert not gone_or_going(get(installed, made, "-n", INJECTOR_NAMESPACE)), made
+
+
+def test_the_injectors_account_may_list_pods_everywhere_and_hold_its_lease_only(
+    installed: ControlPlane,
+) -> None:
+    """What the API server's RBAC authorizer answers for the rollout watch's verbs."""
+    account = f"system:serviceaccount:{INJECTOR_NAMESPACE}:mesher-injector"
+
+    def may(*request: str) -> bool:
+        answer = installed.kubectl("auth", "can-i", *request, "--as", account)
+        assert answer.stdout.strip() in ("yes", "no"), answer.stdout + answer.stderr
+        return answer.stdout.strip() == "yes"
+
+    own = ("-n", INJECTOR_NAMESPACE)
+    assert may("list", "pods", "--all-namespaces")
+    assert may("watch", "pods", "--all-namespaces")
+    assert may("get", "leases/mesher-injector-rollout", *own)
+    assert may("update", "leases/mesher-injector-rollout", *own)
+    assert may("create", "leases", *own)
+    assert not may("get", "pods", "-n", APP)
+    assert not may("delete", "pods", "-n", APP)
+    assert not may("update", "leases/another", *own)
+    assert not may("delete", "leases/mesher-injector-rollout", *own)
+    assert not may("create", "leases", "-n", APP)
+    assert not may("list", "secrets", "--all-namespaces")
+
+
+async def test_one_installed_replica_leads_the_rollout_watch_and_counts_pods_with_its_rights(
+    installed: ControlPlane,
+) -> None:
+    """The installed Deployment's two replicas, each with its service account's token:
+    one holds the Lease and counts the meshed pods of the cluster."""
+    injected_revision(installed, "counted")
+    replicas = (get(installed, "pods", "-n", INJECTOR_NAMESPACE, "-l", SELECTOR) or {})["items"]
+    admins = [f"http://{pod['status']['podIP']}:8080" for pod in replicas]
+    assert len(admins) == 2
+
+    leaders = await eventually(
+        lambda: [admin for admin in admins if leads(admin)], lambda found: len(found) == 1
+    )
+    counted = await eventually(lambda: pods_by_state(leaders[0], APP), lambda seen: seen != {})
+    assert set(counted) == {"current"}
+    assert counted["current"] >= 1
+    follower = next(admin for admin in admins if admin not in leaders)
+    assert samples(follower, "mesher_injector_rollout_leader") == [({}, 0.0)]
+    assert samples(follower, "mesher_injector_pods") == []
+
+
 def test_a_re_install_keeps_the_admins_template_edit(installed: ControlPlane) -> None:
     edit = bump(stored_template(installed), "1.6.9")
     kubectl_ok(
@@ -205,14 +263,11 @@ def test_a_re_install_keeps_the_admins_template_edit(installed: ControlPlane) ->
 
 
 def ca_bundle(plane: ControlPlane) -> str:
-    return kubectl_ok(
-        plane,
-        "get",
-        "mutatingwebhookconfiguration",
-        "mesher-injector",
-        "-o",
-        "jsonpath={.webhooks[0].clientConfig.caBundle}",
-    )
+    """The CA every webhook entry trusts (install.sh sets them all alike)."""
+    bundles = ca_bundles(plane)
+    assert len(bundles) == 3, bundles
+    assert len(set(bundles)) == 1, "the webhook entries trust different CAs"
+    return bundles[0]
 
 
 def injector_pods(plane: ControlPlane) -> set[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -17,14 +16,15 @@ import pytest
 from tests.e2e import manifests
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.injector import (
-    REGISTRATION_LIMIT,
     UNKNOWN_VARIABLE,
+    UNREACHABLE,
     injecting,
     kubectl_ok,
     registered,
     running_injector,
     validating_webhook_by_url,
     wait_until_a_broken_template_is_refused,
+    wait_until_a_pod_that_asks_is_refused,
 )
 from tests.e2e.kube import ApiError, Json, Kube
 from tests.e2e.manifests import (
@@ -39,21 +39,6 @@ from tests.support.helpers import admission_fixture, admission_fixture_names
 
 pytestmark = pytest.mark.e2e
 
-UNREACHABLE = 'failed calling webhook "sidecar.mesher.io"'
-
-
-def wait_until_a_pod_that_asks_is_refused(control_plane: ControlPlane, namespace: str) -> None:
-    probe = json.dumps(manifests.pod("probe", annotations=ASK))
-    deadline = time.monotonic() + REGISTRATION_LIMIT
-    while time.monotonic() < deadline:
-        created = control_plane.kubectl(
-            "create", "--dry-run=server", "-n", namespace, "-f", "-", stdin=probe
-        )
-        if UNREACHABLE in created.stderr:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"pods that ask were still admitted {REGISTRATION_LIMIT} s on")
-
 
 @pytest.fixture(scope="module")
 def injector_gone(
@@ -66,13 +51,7 @@ def injector_gone(
             registrations.enter_context(injecting(control_plane, local))
             registrations.enter_context(registered(control_plane, validating_webhook_by_url(local)))
             wait_until_a_broken_template_is_refused(control_plane, injector_namespace)
-        outage = "e2e-outage-probe"
-        kubectl_ok(control_plane, "create", "namespace", outage)
-        try:
-            kubectl_ok(control_plane, "label", "namespace", outage, f"{INJECTION_LABEL}=enabled")
-            wait_until_a_pod_that_asks_is_refused(control_plane, outage)
-        finally:
-            kubectl_ok(control_plane, "delete", "namespace", outage, "--wait=false")
+        wait_until_a_pod_that_asks_is_refused(control_plane)
         yield
 
 

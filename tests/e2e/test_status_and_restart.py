@@ -30,6 +30,7 @@ from tests.e2e.controlplane import ControlPlane
 from tests.e2e.injector import injecting, kubectl_ok, running_injector
 from tests.e2e.kube import Json, Kube
 from tests.e2e.manifests import ASK, template_configmap
+from tests.e2e.rollout import eventually, leads, pods_by_state, stale_oldest
 from tests.support.helpers import DEFAULT_TEMPLATE, SHIPPED_VERSION, bump
 
 pytestmark = pytest.mark.e2e
@@ -117,8 +118,17 @@ async def test_after_a_template_edit_status_lists_the_deployment_stale_before_cu
 async def test_restart_rolls_a_stale_deployment_onto_the_live_revision(
     kube: Kube, labelled_namespace: str, live: Live
 ) -> None:
-    await ready_deployment(kube, labelled_namespace, "web")
+    """...and the rollout gauges of the injector (the only replica: it leads) follow:
+    current, stale after the edit, current again after the restart."""
+    ns, injector = labelled_namespace, live.injector
+    await ready_deployment(kube, ns, "web")
+    await eventually(lambda: leads(injector.admin), bool)
+    await eventually(lambda: pods_by_state(injector.admin, ns), lambda seen: seen == {"current": 2})
     live.put_template(EDIT)
+    await eventually(lambda: pods_by_state(injector.admin, ns), lambda seen: seen == {"stale": 2})
+    stale_for = await eventually(lambda: stale_oldest(injector.admin), lambda s: (s or 0) > 0)
+    assert stale_for is not None
+    assert stale_for < 60  # counted from the edit, not from the pods' creation
 
     result = live.restart(labelled_namespace)
 
@@ -132,6 +142,7 @@ async def test_restart_rolls_a_stale_deployment_onto_the_live_revision(
     code, workloads = live.status(labelled_namespace)
     assert code == 0
     assert workloads["Deployment/web"]["revisions"] == {revision_of(EDIT): 2}
+    await eventually(lambda: pods_by_state(injector.admin, ns), lambda seen: seen == {"current": 2})
     deployment = await kube.get(f"/apis/apps/v1/namespaces/{labelled_namespace}/deployments/web")
     stamp = deployment["spec"]["template"]["metadata"]["annotations"]
     assert "kubectl.kubernetes.io/restartedAt" in stamp

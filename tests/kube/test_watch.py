@@ -17,7 +17,8 @@ from kubernetes_asyncio import client
 from injector.core.settings import ConfigMapRef
 from injector.core.store import TemplateSet
 from injector.core.watching import Backoff, Restart
-from injector.kube.configmap import ConfigMapSource, classify
+from injector.kube.configmap import ConfigMapSource
+from injector.kube.listwatch import classify
 from tests.support.helpers import admission_fixture, wait_until
 from tests.support.kube_api import NAME, NAMESPACE, KubeApi, event_version, recorded_events
 from tests.support.servers import start_server

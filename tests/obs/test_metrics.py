@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from injector.core.outcomes import REASONS, Outcome
+from injector.core.rollout import Tally
 from injector.obs.metrics import LATENCY_BUCKETS, Metrics
 
 
@@ -36,3 +37,41 @@ def test_a_decision_is_counted_under_its_reason_and_its_latency_bucket() -> None
     text = generate_latest(metrics.registry).decode()
     assert 'mesher_injector_decisions_total{decision="injected",reason="requested"} 1.0' in text
     assert "mesher_injector_admission_duration_seconds_count 2.0" in text
+
+
+def test_the_rollout_series_follow_each_tally_and_go_when_the_replica_stops_leading() -> None:
+    metrics = Metrics()
+
+    def pods(namespace: str, state: str) -> float | None:
+        labels = {"namespace": namespace, "template": "template", "state": state}
+        return metrics.registry.get_sample_value("mesher_injector_pods", labels)
+
+    def oldest() -> float | None:
+        return metrics.registry.get_sample_value(
+            "mesher_injector_stale_pod_oldest_seconds", {"template": "template"}
+        )
+
+    metrics.observe_rollout(
+        Tally(
+            pods={("a", "template", "stale"): 3, ("b", "template", "current"): 1},
+            stale_since={"template": 1000.0},
+        ),
+        now=1042.0,
+    )
+    assert (pods("a", "stale"), pods("b", "current"), oldest()) == (3, 1, 42.0)
+    metrics.observe_rollout(
+        Tally(pods={("a", "template", "current"): 3}, stale_since={"template": None})
+    )
+    assert (pods("a", "current"), pods("a", "stale"), pods("b", "current")) == (3, None, None)
+    assert oldest() == 0
+    metrics.observe_rollout(None)
+    assert "mesher_injector_pods{" not in generate_latest(metrics.registry).decode()
+    assert oldest() is None
+
+
+def test_the_leader_gauge_exists_only_where_the_rollout_watch_runs() -> None:
+    metrics = Metrics()
+    assert metrics.registry.get_sample_value("mesher_injector_rollout_leader") is None
+    metrics.track_rollout()
+    metrics.track_rollout()  # a new election round: registered once
+    assert metrics.registry.get_sample_value("mesher_injector_rollout_leader") == 0

@@ -96,11 +96,32 @@ def test_the_alerts_cover_what_an_admin_must_know() -> None:
         "MesherInjectorDenyingPods",
         "MesherInjectorSlowAdmissions",
         "MesherInjectorTooFewReplicas",
+        "MesherInjectorSidecarsStale",
+        "MesherInjectorSidecarsMissing",
+        "MesherInjectorNoRolloutLeader",
     }
     assert "14 * 24 * 3600" in alerts["MesherInjectorCertificateExpiresSoon"]["expr"]
     assert "no-template|internal-error" in alerts["MesherInjectorDenyingPods"]["expr"]
     assert "< 2" in alerts["MesherInjectorTooFewReplicas"]["expr"]
     assert "> 1" in alerts["MesherInjectorSlowAdmissions"]["expr"]
+    # a day by default; the chart's monitoring.alerts.staleSidecarsAfter replaces the number
+    assert alerts["MesherInjectorSidecarsStale"]["expr"].endswith("> 86400")
+    assert 'state="missing"' in alerts["MesherInjectorSidecarsMissing"]["expr"]
+    # max: only whether any replica leads counts; no series at all counts as none leading
+    assert (
+        "max(mesher_injector_rollout_leader) or vector(0)"
+        in (alerts["MesherInjectorNoRolloutLeader"]["expr"])
+    )
+
+
+def test_the_rollout_alerts_are_a_group_of_their_own_to_leave_out_with_the_watch() -> None:
+    groups = {g["name"]: {r["alert"] for r in g["rules"]} for g in rule_groups()["groups"]}
+    assert list(groups) == ["mesher-injector", "mesher-injector-rollout"]
+    assert groups["mesher-injector-rollout"] == {
+        "MesherInjectorSidecarsStale",
+        "MesherInjectorSidecarsMissing",
+        "MesherInjectorNoRolloutLeader",
+    }
 
 
 def test_the_monitoring_kustomization_scrapes_the_metrics_service() -> None:
@@ -112,6 +133,8 @@ def test_the_monitoring_kustomization_scrapes_the_metrics_service() -> None:
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in metrics["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
+    # mesher_injector_pods's namespace label is the pods', not the scraped target's
+    assert endpoint["honorLabels"] is True
 
 
 # --- a real Prometheus scraping a real injector ------------------------------------

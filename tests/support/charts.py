@@ -35,6 +35,15 @@ CHART_LABELS = frozenset(
         "helm.sh/chart",
     }
 )
+# The kinds deploy/ and the chart install cluster-wide (no namespace): one install per cluster.
+CLUSTER_SCOPED = frozenset(
+    {
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    }
+)
 
 
 def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -72,6 +81,18 @@ def kustomize(folder: Path) -> list[Json]:
     result = run([str(kubectl), "kustomize", str(folder)], cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return documents(result.stdout)
+
+
+def readme_overlay(tmp_path: Path, first_line: str) -> Path:
+    """The README's kustomization that starts with `first_line` (`# NAME/kustomization.yaml`),
+    written to tmp_path/NAME with its `../deploy/` made this checkout's deploy/."""
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    (block,) = [b for b in blocks if b.startswith(first_line)]
+    folder = tmp_path / first_line.removeprefix("# ").split("/")[0]
+    folder.mkdir()
+    deploy = os.path.relpath(ROOT / "deploy", folder)
+    (folder / "kustomization.yaml").write_text(block.replace("../deploy/", f"{deploy}/"))
+    return folder
 
 
 def helm_template(helm: Path, *args: str, namespace: str = "mesher-system") -> list[Json]:

@@ -1,0 +1,285 @@
+"""The rollout watch: one replica at a time, chosen by a coordination.k8s.io Lease
+(kubernetes_asyncio's leader election), keeps every meshed pod of the cluster in memory
+from a metadata-only list and watch of pods, and exports the count by state.
+
+Metadata only: the API server answers `as=PartialObjectMetadata`, so a pod costs its
+metadata on the wire and a few interned strings here (injector.core.rollout.TrackedPod),
+never its spec. When the leader goes, another replica takes the Lease once it has not
+been renewed for LEASE_SECONDS; a leader that stops cleanly hands it over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
+from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
+
+from injector.core import limits
+from injector.core.names import ROLLOUT_LEASE
+from injector.core.rollout import LiveTemplate, Tally, TrackedPod, tally, tracked
+from injector.core.watching import Restart
+from injector.kube.configmap import api_client_for
+from injector.kube.listwatch import ListWatch, WatchProtocolError, read_json, short
+from injector.obs.metrics import Metrics
+
+LEASE_NAME = ROLLOUT_LEASE
+# What client-go's controllers use: a dead leader's Lease is taken after 15 s.
+LEASE_SECONDS, RENEW_DEADLINE_S, RETRY_S = 15, 10, 2
+LEASE_CALL_S = 5.0  # last renewal + retry + this < LEASE_SECONDS: no two leaders
+PODS = "/api/v1/pods"
+AS_METADATA = "application/json;as=PartialObjectMetadata{};g=meta.k8s.io;v=v1"
+
+
+class BoundedLeaseLock(LeaseLock):
+    """kubernetes_asyncio's LeaseLock with each call bounded by LEASE_CALL_S: the client
+    has no timeout of its own, and a leader whose renewal hangs must stop leading (the
+    error ends the election round) before its Lease expires and another replica leads."""
+
+    async def get(self, name: str, namespace: str) -> Any:
+        async with asyncio.timeout(LEASE_CALL_S):
+            return await super().get(name, namespace)
+
+    async def create(self, name: str, namespace: str, election_record: Any) -> bool:
+        async with asyncio.timeout(LEASE_CALL_S):
+            return await super().create(name, namespace, election_record)
+
+    async def update(self, name: str, namespace: str, updated_record: Any) -> bool:
+        async with asyncio.timeout(LEASE_CALL_S):
+            return await super().update(name, namespace, updated_record)
+
+
+def identity() -> str:
+    """This replica's name in the Lease: its pod (POD_NAME) or host, and a random suffix,
+    so a restarted container is a new candidate, as client-go's controllers do."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+class PodMetadata(ListWatch):
+    """Every meshed pod of the cluster, by namespace/name, from metadata alone."""
+
+    def __init__(self, api: client.ApiClient, **loop: Any) -> None:
+        """`loop`: ListWatch's (on_restart, timeouts, backoff, jitter)."""
+        super().__init__(**loop)
+        self.api = api
+        self.pods: dict[str, TrackedPod] = {}
+        self.synced = False  # a whole list has been read
+        self.changes = 0  # lists and events taken: the tally is redone when it moves
+
+    def forget(self) -> None:
+        self.pods, self.synced, self.resource_version = {}, False, ""
+
+    async def _get(self, accept: str, query: list[tuple[str, str]], deadline: Any) -> Any:
+        return await self.api.call_api(
+            PODS,
+            "GET",
+            query_params=query,
+            header_params={"Accept": AS_METADATA.format(accept)},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=deadline,
+        )
+
+    async def list_once(self) -> None:
+        pods: dict[str, TrackedPod] = {}
+        token = ""
+        while True:
+            query = [("limit", str(limits.LIST_PAGE))] + ([("continue", token)] if token else [])
+            page = await read_json(
+                await self._get("List", query, (self.connect_timeout, self.read_timeout))
+            )
+            for item in page.get("items") or []:
+                remember(pods, item.get("metadata") or {})
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue") or ""
+            if not token:
+                break
+        self.pods, self.synced = pods, True
+        self.changes += 1
+        self.resource_version = str(metadata["resourceVersion"])
+
+    async def _watch_request(
+        self, *, resource_version: str, timeout_seconds: int, _request_timeout: Any, **_: Any
+    ) -> Any:
+        """One watch of pods' metadata (Watch.stream adds watch and _preload_content)."""
+        query = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        return await self._get("", query, _request_timeout)
+
+    async def watch_once(self) -> None:
+        async with watch.Watch() as stream:
+            events = stream.stream(
+                self._watch_request,
+                resource_version=self.resource_version,
+                timeout_seconds=self.watch_timeout,
+                _request_timeout=self.stream_timeout,
+            )
+            try:
+                async for event in events:
+                    self._handle(event)
+            finally:
+                if stream.resource_version:
+                    self.resource_version = str(stream.resource_version)
+
+    def _handle(self, event: Any) -> None:
+        if not isinstance(event, dict) or "type" not in event:
+            raise WatchProtocolError(f"not a watch event: {short(str(event))!r}")
+        obj = event.get("raw_object")
+        metadata = obj.get("metadata") if isinstance(obj, dict) else None
+        if not isinstance(metadata, dict):
+            raise WatchProtocolError(f"an event without metadata: {short(str(event))!r}")
+        if event["type"] in ("ADDED", "MODIFIED"):
+            remember(self.pods, metadata)
+        elif event["type"] == "DELETED":
+            self.pods.pop(_key(metadata), None)
+        else:
+            return  # a bookmark: Watch has taken its resourceVersion
+        self.changes += 1
+
+
+def remember(pods: dict[str, TrackedPod], metadata: Mapping[str, Any]) -> None:
+    """Keep (or forget) what the tally needs of one pod, by namespace/name."""
+    pod = tracked(metadata)
+    if pod is None:
+        pods.pop(_key(metadata), None)
+    else:
+        pods[_key(metadata)] = pod
+
+
+def _key(metadata: Mapping[str, Any]) -> str:
+    return f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+
+
+class RolloutWatch:
+    """Run for leadership, and while leading, watch pods and export their tally every
+    `refresh` seconds. `run` loops until cancelled; `close` hands the Lease over."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        namespace: str,
+        live: Callable[[], Mapping[str, LiveTemplate]],
+        metrics: Metrics,
+        on_restart: Callable[[Restart, float], None],
+        refresh: float = limits.ROLLOUT_REFRESH_S,
+        clock: Callable[[], float] = time.time,
+        name: str = "",
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.identity = name or identity()
+        self.live = live
+        self.metrics = metrics
+        self.refresh = refresh
+        self.clock = clock
+        self.pods = PodMetadata(api, on_restart=on_restart)
+        self.log = structlog.get_logger("injector").bind(
+            lease=f"{namespace}/{LEASE_NAME}", identity=self.identity
+        )
+        self._leading: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        self.metrics.track_rollout()
+        while True:
+            lock = BoundedLeaseLock(LEASE_NAME, self.namespace, self.identity, self.api)
+            config = electionconfig.Config(
+                lock,
+                lease_duration=LEASE_SECONDS,
+                renew_deadline=RENEW_DEADLINE_S,
+                retry_period=RETRY_S,
+                onstarted_leading=self._lead,
+                onstopped_leading=self._stopped,
+            )
+            try:
+                await leaderelection.LeaderElection(config).run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the API server is gone, forbidden, ...
+                self.log.warning(
+                    "rollout_election_failed", error=short(f"{type(exc).__name__}: {exc}")
+                )
+            finally:
+                await self._stop_leading()
+            await asyncio.sleep(RETRY_S)
+
+    async def _lead(self) -> None:
+        self._leading = asyncio.current_task()
+        self.metrics.rollout_leader.set(1)
+        self.log.info("rollout_leading")
+        pods = asyncio.create_task(self.pods.run())
+        counted: tuple[int, Mapping[str, LiveTemplate]] | None = None
+        last: Tally | None = None
+        try:
+            while True:
+                live = self.live()
+                if self.pods.synced and live:
+                    if counted != (self.pods.changes, live):  # else only the clock moved
+                        counted, last = (
+                            (self.pods.changes, live),
+                            tally(self.pods.pods.values(), live),
+                        )
+                    self.metrics.observe_rollout(last, self.clock())
+                await asyncio.sleep(self.refresh)
+        finally:
+            pods.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pods
+            self.pods.forget()
+            self.metrics.observe_rollout(None)
+            self.metrics.rollout_leader.set(0)
+
+    async def _stopped(self) -> None:
+        self.log.info("rollout_not_leading")
+
+    async def _stop_leading(self) -> None:
+        """The library cancels the leading task when the Lease is lost, not when the
+        election itself fails: stop it here in both cases."""
+        task, self._leading = self._leading, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def close(self) -> None:
+        """Hand the Lease over if this replica holds it (so another takes it within a
+        retry, not a whole lease), then close the client."""
+        try:
+            leases = client.CoordinationV1Api(self.api)
+            async with asyncio.timeout(RETRY_S):
+                lease = await leases.read_namespaced_lease(LEASE_NAME, self.namespace)
+                if lease.spec is not None and lease.spec.holder_identity == self.identity:
+                    lease.spec.holder_identity = ""  # released, as client-go does it
+                    await leases.replace_namespaced_lease(LEASE_NAME, self.namespace, lease)
+                    self.log.info("rollout_lease_released")
+        except Exception as exc:  # best effort: the Lease expires by itself
+            self.log.info("rollout_lease_not_released", error=short(f"{type(exc).__name__}: {exc}"))
+        finally:
+            await self.api.close()
+
+
+async def open_rollout_watch(
+    *,
+    kube_api_server: str,
+    namespace: str,
+    live: Callable[[], Mapping[str, LiveTemplate]],
+    metrics: Metrics,
+    on_restart: Callable[[Restart, float], None],
+) -> RolloutWatch:
+    """A rollout watch with an API client of its own (closed by `close`): what `serve`
+    hands the server unless --rollout-watch=false."""
+    api = await api_client_for(kube_api_server)
+    return RolloutWatch(api, namespace=namespace, live=live, metrics=metrics, on_restart=on_restart)

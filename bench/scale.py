@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import copy
 import datetime
-import importlib.util
 import json
 import os
 import subprocess
@@ -33,7 +32,7 @@ import tempfile
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +47,14 @@ from injector.core.limits import LIST_PAGE
 from injector.core.names import DEFAULT_CONFIGMAP, INJECTOR_NAMESPACE
 from injector.core.template import Template, load_template
 from tests.e2e import node
+from tests.e2e.commands import Live
 from tests.e2e.controlplane import ControlPlane, find_binaries, running_control_plane
+from tests.e2e.injector import running_injector
 from tests.e2e.kube import Json, Kube
 from tests.e2e.manifests import INJECTION_LABEL, template_configmap
+from tests.e2e.rollout import leads, samples
 from tests.support.helpers import DEFAULT_TEMPLATE, ROOT, bump
+from tests.support.processes import status_mib
 
 PODS = 50_000
 NAMESPACES = 50
@@ -63,6 +66,8 @@ CONCURRENCY = 32
 STATUS_RUNS = 3
 STATUS_GOAL_S = 10.0
 RSS_GOAL_MIB = 150.0
+COUNT_LIMIT_S = 600.0
+SETTLE_S = 15.0  # without the watch: time for anything else to load before reading RSS
 # Only what pods need before they can be created: their namespace's default ServiceAccount.
 CONTROLLERS = ("serviceaccount-controller",)
 
@@ -217,6 +222,29 @@ class Shape:
             yield self.path, {**shape, "metadata": {**shape["metadata"], "name": name}}
 
 
+async def prepare(kube: Kube, names: list[str]) -> None:
+    """The labelled namespaces (with their default ServiceAccount), the template
+    ConfigMap (the shipped template) in its namespace, and the stand-in Node."""
+    for name in [*names, INJECTOR_NAMESPACE]:
+        labels = {} if name == INJECTOR_NAMESPACE else {INJECTION_LABEL: "enabled"}
+        await kube.create(
+            "/api/v1/namespaces",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels},
+            },
+        )
+    for name in names:
+        await kube.wait_for(f"/api/v1/namespaces/{name}/serviceaccounts/default", lambda sa: True)
+    namespace, name = DEFAULT_CONFIGMAP.split("/")
+    await kube.create(
+        f"/api/v1/namespaces/{namespace}/configmaps", template_configmap(GOOD, name=name)
+    )
+    stand_in = node.node_manifest(now=datetime.datetime.now(datetime.UTC))
+    await kube.create("/api/v1/nodes", stand_in)
+
+
 class Creator:
     """Creates the planned objects through `kube`, pods CONCURRENCY at a time."""
 
@@ -224,28 +252,6 @@ class Creator:
         self.kube = kube
         self.current = current
         self.old = old
-
-    async def namespaces(self, names: list[str]) -> None:
-        for name in [*names, INJECTOR_NAMESPACE]:
-            labels = {} if name == INJECTOR_NAMESPACE else {INJECTION_LABEL: "enabled"}
-            await self.kube.create(
-                "/api/v1/namespaces",
-                {
-                    "apiVersion": "v1",
-                    "kind": "Namespace",
-                    "metadata": {"name": name, "labels": labels},
-                },
-            )
-        for name in names:
-            await self.kube.wait_for(
-                f"/api/v1/namespaces/{name}/serviceaccounts/default", lambda sa: True
-            )
-        namespace, name = DEFAULT_CONFIGMAP.split("/")
-        await self.kube.create(
-            f"/api/v1/namespaces/{namespace}/configmaps", template_configmap(GOOD, name=name)
-        )
-        stand_in = node.node_manifest(now=datetime.datetime.now(datetime.UTC))
-        await self.kube.create("/api/v1/nodes", stand_in)
 
     async def owners(self, workload: Planned) -> tuple[Json, str]:
         """The Deployment and its ReplicaSet; the pod template (uninjected) and the
@@ -359,13 +365,17 @@ def check_status(output: bytes, planned: list[Planned], *, current: str, old: st
     return problems
 
 
+async def create_namespaces(plane: ControlPlane, planned: list[Planned]) -> None:
+    async with Kube(plane.credentials) as kube:
+        await prepare(kube, sorted({p.namespace for p in planned}))
+
+
 async def create_all(plane: ControlPlane, planned: list[Planned]) -> tuple[float, int, int]:
-    """Create everything; (seconds spent creating pods, pods created, one pod's size as the
+    """Create the owners and the pods; (seconds spent creating pods, pods created, one pod's size as the
     API server returns it, in bytes)."""
     current, old = load_template(GOOD), load_template(OLD)
     async with Kube(plane.credentials, timeout=120) as kube:
         creator = Creator(kube, current=current, old=old)
-        await creator.namespaces(sorted({p.namespace for p in planned}))
         shapes = await creator.shapes(planned)
         started = time.perf_counter()
         created = await creator.pods(shapes)
@@ -418,6 +428,9 @@ def main() -> None:
         ) as plane,
     ):
         started = time.perf_counter()
+        asyncio.run(create_namespaces(plane, planned))
+        # the watch's own cost: leading, listing and watching no pod
+        idle = measure_injector(plane, Path(tmp) / "injector-idle", watch=True, pods=0, injected=0)
         seconds, created, size = asyncio.run(create_all(plane, planned))
         setup = time.perf_counter() - started
         env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
@@ -466,10 +479,95 @@ def main() -> None:
                 print(f"  {problem}")
         else:
             print("status counts match what was created, workload by workload.")
-        if importlib.util.find_spec("injector.kube.rollout") is None:
-            print("\nno rollout watch here (injector/kube/rollout.py): injector not measured.")
-            return
-        # the injector's part comes with the watch
+        injected_pods = created - missing_pods
+        print(
+            "\n| `serve` (ConfigMap source) | start -> every pod counted | template edit -> "
+            "every injected pod stale | peak RSS (VmHWM) | RSS after |"
+        )
+        print("|---|---|---|---|---|")
+        peaks = {}
+        for watch in (True, False):
+            run = measure_injector(
+                plane,
+                Path(tmp) / f"injector-{watch}",
+                watch=watch,
+                pods=created,
+                injected=injected_pods,
+            )
+            peaks[watch] = run.peak_mib
+            print(
+                f"| --rollout-watch={str(watch).lower()} | {run.counted} | {run.stale} | "
+                f"{run.peak_mib:.1f} MiB | {run.rss_mib:.1f} MiB |"
+            )
+        print(
+            f"| --rollout-watch=true, before any pod was created | - | - | "
+            f"{idle.peak_mib:.1f} MiB | {idle.rss_mib:.1f} MiB |"
+        )
+        verdict = "met" if peaks[True] < RSS_GOAL_MIB else "NOT met"
+        per_pod = (peaks[True] - peaks[False]) * 2**20 / created
+        per_tracked = (peaks[True] - idle.peak_mib) * 2**20 / created
+        print(
+            f"\nThe injector with the watch under {RSS_GOAL_MIB:.0f} MiB: {verdict}. Per pod: "
+            f"(peak on - peak off) / pods = {per_pod:,.0f} B; (peak on - peak on with no pod) "
+            f"/ pods = {per_tracked:,.0f} B."
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InjectorRun:
+    counted: str  # seconds from start until every pod is counted, or "-"
+    stale: str  # seconds from the edit until every injected pod counts as stale, or "-"
+    peak_mib: float
+    rss_mib: float
+
+
+def measure_injector(
+    plane: ControlPlane, workdir: Path, *, watch: bool, pods: int, injected: int
+) -> InjectorRun:
+    """`serve` with the ConfigMap source (the watch on or off) from start to an edit of
+    the template taken (and, with the watch, counted); the template is put back after."""
+    started = time.perf_counter()
+    with running_injector(
+        workdir,
+        configmap=DEFAULT_CONFIGMAP,
+        kubeconfig=plane.kubeconfig,
+        args=[f"--rollout-watch={str(watch).lower()}"],
+        env={"POD_NAME": "bench-injector-0"},
+    ) as local:
+        assert local.process is not None
+        live = Live(plane, local, system=INJECTOR_NAMESPACE)
+        counted = stale = "-"
+        if watch:
+            wait_for(lambda: leads(local.admin) and counts(local.admin)[""] == pods)
+            counted = f"{time.perf_counter() - started:.1f} s"
+        else:
+            time.sleep(SETTLE_S)  # what the watch would have listed meanwhile, it does not
+        edited = time.perf_counter()
+        live.put_template(EDIT)
+        if watch:
+            wait_for(lambda: counts(local.admin)["stale"] == injected)
+            stale = f"{time.perf_counter() - edited:.1f} s"
+        peak = status_mib(local.process.pid, "VmHWM")
+        rss = status_mib(local.process.pid, "VmRSS")
+        live.put_template(GOOD)
+    return InjectorRun(counted=counted, stale=stale, peak_mib=peak, rss_mib=rss)
+
+
+def counts(admin: str) -> Counter[str]:
+    """mesher_injector_pods summed by state, and in all (key "")."""
+    found: Counter[str] = Counter()
+    for labels, value in samples(admin, "mesher_injector_pods"):
+        found[labels["state"]] += int(value)
+        found[""] += int(value)
+    return found
+
+
+def wait_for(done: Callable[[], bool], limit: float = COUNT_LIMIT_S) -> None:
+    deadline = time.monotonic() + limit
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not done within {limit:.0f} s")
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ SUFFIX_LETTERS = "bcdfghjklmnpqrstvwxz2456789"  # what generateName's suffixes a
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """A workload to create: `pods` pods, all injected with `template` but `missing`."""
+    """A workload to create: `pods` pods, injected (with the older template when `stale`)
+    but the first `missing` of them."""
 
     namespace: str
     kind: str  # Deployment or Pod

@@ -1,5 +1,6 @@
-"""`mesher-injector status` and `restart`: the CLI wiring of injector.core.workloads and
-injector.core.restart (what to think) and injector.kube (what to ask the API server)."""
+"""`mesher-injector status` and `restart` (and what `diff` shares with them): the CLI
+wiring of injector.core.workloads and injector.core.restart (what to think) and
+injector.kube (what to ask the API server)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 
@@ -29,7 +30,7 @@ from injector.core.workloads import Workload, render_table, report_json, workloa
 from injector.kube.kubeconfig import missing_kubeconfig
 
 # kubernetes_asyncio (a third of the injector's start-up) is imported when a cluster
-# command runs (_run, _survey and restart's loop), never by `serve` or `inject`, which
+# command runs (run, survey and restart's loop), never by `serve` or `inject`, which
 # build this module's parsers.
 if TYPE_CHECKING:
     from kubernetes_asyncio.client.exceptions import ApiException
@@ -43,7 +44,7 @@ class ClusterError(Exception):
     """No cluster, forbidden, not found: one line, exit 2."""
 
 
-def _scope_arguments(parser: argparse.ArgumentParser) -> None:
+def scope_arguments(parser: argparse.ArgumentParser) -> None:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", help="one namespace (default: the kubeconfig's)")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
@@ -66,7 +67,7 @@ def add_parsers(sub: Any) -> None:
         description="Compare every meshed workload's pods with the live template's revision. "
         "Exit 0: all current; 1: something stale or missing; 2: error.",
     )
-    _scope_arguments(status)
+    scope_arguments(status)
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     restart = sub.add_parser(
         "restart",
@@ -77,7 +78,7 @@ def add_parsers(sub: Any) -> None:
         "before touching anything while the injector has no available replica or the live "
         "template is invalid. Bare pods and Jobs are listed, never deleted.",
     )
-    _scope_arguments(restart)
+    scope_arguments(restart)
     restart.add_argument(
         "--parallel", type=positive_int, default=1, help="workloads rolled at once"
     )
@@ -91,10 +92,16 @@ def add_parsers(sub: Any) -> None:
     restart.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
 
 
-async def _survey(
-    cluster: Cluster, args: argparse.Namespace, ref: ConfigMapRef
-) -> tuple[Template, list[Workload]]:
-    """The live template and every meshed workload compared with the template its pods
+class Survey(NamedTuple):
+    template: Template  # the live default template
+    named: Mapping[str, Template]  # the live named templates that validate
+    sidecar_names: frozenset[str]  # of every live template's containers
+    excluded_namespaces: frozenset[str]  # never injected: kube-system, the injector's own...
+    found: list[Workload]
+
+
+async def survey(cluster: Cluster, args: argparse.Namespace, ref: ConfigMapRef) -> Survey:
+    """The live templates and every meshed workload compared with the template its pods
     asked for; Unhealthy when the live default template is invalid."""
     from injector.kube.cluster import kubeconfig_namespace
 
@@ -104,17 +111,19 @@ async def _survey(
         raise Unhealthy(template_problem(live, ref))
     namespace = None if args.all_namespaces else (args.namespace or kubeconfig_namespace())
     snapshot = await cluster.snapshot(namespace=namespace, selector=args.selector)
+    sidecar_names = template.sidecar_names.union(*(t.sidecar_names for t in live.named.values()))
+    excluded = NEVER_INJECTED | {ref.namespace}
     found = workloads(
         snapshot,
         revision=template.revision,
         named_revisions={name: t.revision for name, t in live.named.items()},
-        sidecar_names=template.sidecar_names.union(*(t.sidecar_names for t in live.named.values())),
-        excluded_namespaces=NEVER_INJECTED | {ref.namespace},
+        sidecar_names=sidecar_names,
+        excluded_namespaces=excluded,
     )
-    return template, found
+    return Survey(template, live.named, sidecar_names, excluded, found)
 
 
-def _run(
+def run(
     args: argparse.Namespace, body: Callable[[Cluster, ConfigMapRef], Coroutine[Any, Any, int]]
 ) -> int:
     from kubernetes_asyncio.client.exceptions import ApiException
@@ -191,9 +200,10 @@ def _api_error(exc: ApiException) -> str:
 def run_status(args: argparse.Namespace) -> int:
     async def body(cluster: Cluster, ref: ConfigMapRef) -> int:
         try:
-            template, found = await _survey(cluster, args, ref)
+            surveyed = await survey(cluster, args, ref)
         except Unhealthy as exc:
             raise ClusterError(str(exc)) from exc
+        template, found = surveyed.template, surveyed.found
         if args.output == "json":
             report = report_json(
                 found,
@@ -213,7 +223,7 @@ def run_status(args: argparse.Namespace) -> int:
                 print("no pod asks for mesher here")
         return EXIT_OK if all(w.state == "current" for w in found) else EXIT_ATTENTION
 
-    return _run(args, body)
+    return run(args, body)
 
 
 def run_restart(args: argparse.Namespace) -> int:
@@ -223,10 +233,11 @@ def run_restart(args: argparse.Namespace) -> int:
         from injector.kube.restart import execute
 
         try:
-            template, found = await _survey(cluster, args, ref)
+            surveyed = await survey(cluster, args, ref)
         except Unhealthy as exc:
             print(f"not restarting anything: {exc}")
             return EXIT_ATTENTION
+        template, found = surveyed.template, surveyed.found
         plan = plan_restarts(found)
         print(f"template {ref.namespace}/{ref.name}: revision {template.revision}")
         for w in plan.restart:
@@ -253,4 +264,4 @@ def run_restart(args: argparse.Namespace) -> int:
         print("done: every restartable workload rolled out")
         return EXIT_OK
 
-    return _run(args, body)
+    return run(args, body)

@@ -92,7 +92,7 @@ def add_parsers(sub: Any) -> None:
     certs.add_argument("--force", action="store_true", help="overwrite files already there")
 
 
-def _read_text(path: Path) -> str:
+def read_template_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -105,7 +105,7 @@ class Templates(NamedTuple):
     problems: dict[str, str]  # each invalid template (its file or key), and why
 
 
-def _templates_of(
+def templates_of(
     data: Mapping[str, object], *, source: str, key: str, where: Callable[[str], str]
 ) -> Templates:
     """A ConfigMap's data or a folder's files, checked as a reload checks them; `where`
@@ -119,13 +119,13 @@ def _templates_of(
     return Templates(templates.template, templates.named, problems)
 
 
-def _read_templates(path: Path) -> Templates:
+def read_templates(path: Path) -> Templates:
     """A template file, or a folder of NAME.yaml files (template.yaml the default), found,
     named and checked as `serve --template-source file` finds, names and checks them."""
     files = template_files(path)
     files.setdefault(TEMPLATE_KEY, path / TEMPLATE_KEY)  # none in the folder: reading says so
-    texts = {key: _read_text(file) for key, file in files.items()}
-    return _templates_of(texts, source=str(path), key=TEMPLATE_KEY, where=lambda k: str(files[k]))
+    texts = {key: read_template_text(file) for key, file in files.items()}
+    return templates_of(texts, source=str(path), key=TEMPLATE_KEY, where=lambda k: str(files[k]))
 
 
 def _inject_templates(args: argparse.Namespace) -> tuple[Templates, str]:
@@ -133,14 +133,14 @@ def _inject_templates(args: argparse.Namespace) -> tuple[Templates, str]:
     live ConfigMap of the current context when the cluster answers; else the embedded
     default."""
     if args.template_file is not None:
-        return _read_templates(args.template_file), f"file {args.template_file}"
+        return read_templates(args.template_file), f"file {args.template_file}"
     try:
         data, ref = cluster.live_configmap_data(args.configmap, args.kube_api_server)
     except cluster.NoLiveTemplate as exc:
-        default = _read_templates(DEFAULT_TEMPLATE_FILE)
+        default = read_templates(DEFAULT_TEMPLATE_FILE)
         return default, f"the embedded default, {DEFAULT_TEMPLATE_FILE} ({exc})"
     configmap = f"configmap {ref.namespace}/{ref.name}"
-    live = _templates_of(
+    live = templates_of(
         data if isinstance(data, dict) else {},
         source=configmap,
         key=ref.key,
@@ -197,7 +197,7 @@ def run_check_template(args: argparse.Namespace) -> int:
     else:
         path = Path(args.file) if args.file else DEFAULT_TEMPLATE_FILE
         files = template_files(path)
-        templates = _read_templates(path)
+        templates = read_templates(path)
         found = {
             TEMPLATE_KEY: templates.default,
             **{f"{n}.yaml": t for n, t in templates.named.items()},

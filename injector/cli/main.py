@@ -1,4 +1,4 @@
-"""`mesher-injector`: serve, inject, check-template, certs, status, restart.
+"""`mesher-injector`: serve, inject, check-template, certs, status, restart, diff.
 
 Bad input gets a one-line error on stderr and a non-zero exit, never a traceback.
 """
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from injector import __version__
-from injector.cli import cluster, files, serve
+from injector.cli import cluster, diff, files, serve
 from injector.cli.flags import CliError
 from injector.core.names import PRODUCT
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub)
     files.add_parsers(sub)
     cluster.add_parsers(sub)
+    diff.add_parser(sub)
     return parser
 
 
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "certs": files.run_certs,
         "status": cluster.run_status,
         "restart": cluster.run_restart,
+        "diff": diff.run_diff,
     }
     try:
         return handlers[args.command](args)

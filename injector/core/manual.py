@@ -27,6 +27,8 @@ from injector.core.reviews import BadReview
 from injector.core.template import Template
 
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
+# The kinds whose documents hold a pod (`pod_holder`): what `diff` reads of the cluster.
+POD_KINDS = WORKLOAD_KINDS | {"CronJob", "Pod"}
 # A line starting a YAML document: where kubectl's reader splits a stream.
 _DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: a 4 MB stream in a second
@@ -65,10 +67,7 @@ def inject_documents(
     """Inject every pod in a (multi-document) YAML or JSON text; raise on a denial or on
     input that does not parse (naming `source`, its line and column)."""
     reports: list[Report] = []
-
-    def decider(request: Mapping[str, Any]) -> Outcome:
-        return decide(request, template, named=named, excluded_namespaces=excluded_namespaces)
-
+    decider = decider_for(template, named=named, excluded_namespaces=excluded_namespaces)
     if text.lstrip().startswith(("{", "[")):
         try:
             document = json.loads(text)
@@ -147,35 +146,57 @@ def _inject(doc: Any, decider: Decider, reports: list[Report], where: str) -> tu
         for i, item in enumerate(doc.get("items") or []):
             changed |= _inject(item, decider, reports, f"{label} item {i + 1}")[1]
         return doc, changed
-    if kind == "Pod":
-        return doc, _inject_pod(doc, doc, decider, reports, label)
-    holder = next(_pod_template_holders(doc), None)
+    holder = pod_holder(doc)
     if holder is None:
         return doc, False
-    return doc, _inject_pod(doc, holder, decider, reports, label)
+    pod, outcome = decide_pod(doc, holder, decider, label=label)
+    reports.append(Report(where=label, outcome=outcome))
+    if not outcome.patch:
+        return doc, False
+    # The operations are fresh objects (parsed from the patch's bytes): apply them in place.
+    patched = jsonpatch.apply_patch(pod, outcome.operations(), in_place=True)
+    if not isinstance(holder.get("metadata"), dict):
+        holder["metadata"] = {}
+    holder["metadata"]["annotations"] = patched["metadata"]["annotations"]
+    holder["spec"] = patched["spec"]
+    return doc, True
 
 
-def _pod_template_holders(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    spec = doc.get("spec")
+def decider_for(
+    template: Template,
+    *,
+    named: Mapping[str, Template] = MappingProxyType({}),
+    excluded_namespaces: frozenset[str] = NEVER_INJECTED,
+) -> Decider:
+    """The webhook's decision on a pod's admission request, with these templates."""
+
+    def decider(request: Mapping[str, Any]) -> Outcome:
+        return decide(request, template, named=named, excluded_namespaces=excluded_namespaces)
+
+    return decider
+
+
+def pod_holder(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What gets the sidecar in a document: the Pod itself, a workload's pod template;
+    None for any other document."""
+    kind, spec = doc.get("kind"), doc.get("spec")
+    if kind == "Pod" and isinstance(doc, dict):
+        return doc
     if not isinstance(spec, dict):
-        return
-    if doc.get("kind") in WORKLOAD_KINDS and isinstance(spec.get("template"), dict):
-        yield spec["template"]
-    elif doc.get("kind") == "CronJob":
-        job_spec = (spec.get("jobTemplate") or {}).get("spec") or {}
-        if isinstance(job_spec.get("template"), dict):
-            yield job_spec["template"]
+        return None
+    template = spec.get("template") if kind in WORKLOAD_KINDS else None
+    if kind == "CronJob":
+        template = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
+    return template if isinstance(template, dict) else None
 
 
-def _inject_pod(
-    doc: dict[str, Any],
-    holder: dict[str, Any],
-    decider: Decider,
-    reports: list[Report],
-    label: str,
-) -> bool:
-    """Decide for the pod (or pod template) `holder` inside `doc`, and add the sidecar to
-    it in place if it gets one (True)."""
+def decide_pod(
+    doc: Mapping[str, Any], holder: Mapping[str, Any], decider: Decider, *, label: str
+) -> tuple[dict[str, Any], Outcome]:
+    """The pod the API server would send for `holder` (the Pod `doc`, or `doc`'s pod
+    template: `pod_holder`), and the decision on it. The pod's spec is `holder`'s own
+    (applying the patch in place changes it). ManualInjectionError names `label` for an
+    annotation that is not text or a pod that is no Pod."""
     doc_meta = doc.get("metadata") or {}
     namespace = doc_meta.get("namespace") or "default"
     pod_meta = dict(holder.get("metadata") or {})
@@ -210,13 +231,4 @@ def _inject_pod(
         where = "the Pod" if holder is doc else "its pod template"
         message = str(exc).replace("request.object is not a valid Pod", f"{where} is not valid")
         raise ManualInjectionError(f"{label}: {message}") from exc
-    reports.append(Report(where=label, outcome=outcome))
-    if not outcome.patch:
-        return False
-    # The operations are fresh objects (parsed from the patch's bytes): apply them in place.
-    patched = jsonpatch.apply_patch(pod, outcome.operations(), in_place=True)
-    if not isinstance(holder.get("metadata"), dict):
-        holder["metadata"] = {}
-    holder["metadata"]["annotations"] = patched["metadata"]["annotations"]
-    holder["spec"] = patched["spec"]
-    return True
+    return pod, outcome

@@ -4,6 +4,7 @@ discovery type's files before mesher runs."""
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,8 @@ from injector.core.json_patch import add_op, json_array
 from injector.core.limits import RENDER_CACHE_BYTES
 
 FILE_ENV_PREFIX = "MESHER_INJECTOR_FILE_"
+_FILES_ARGV0 = "mesher-injector-files"  # $0 of the script that writes them
+_FILE_LINE = re.compile(rf"printf '%s' \"\$({FILE_ENV_PREFIX}\d+)\" > '([^']*)'")
 # The context variables that come from the pod, as RenderContext attributes.
 CONTEXT_ATTRIBUTES = {
     "pod.name": "pod_name",
@@ -174,5 +177,29 @@ def with_files(container: dict[str, Any], files: Mapping[str, str]) -> dict[str,
         env.append({"name": name, "value": text.replace("$", "$$")})
         script.append(f"printf '%s' \"${name}\" > '{path}'")
     script.append('exec "$@"')
-    command = ["sh", "-c", "; ".join(script), "mesher-injector-files", *container["command"]]
+    command = ["sh", "-c", "; ".join(script), _FILES_ARGV0, *container["command"]]
     return {**container, "env": env, "command": command}
+
+
+def files_of(container: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`with_files` undone: the container as the template declares it, and the files it
+    writes by path ({} for a container that writes none)."""
+    command = container.get("command")
+    if not (
+        isinstance(command, list)
+        and len(command) >= 4
+        and command[:2] == ["sh", "-c"]
+        and command[3] == _FILES_ARGV0
+        and isinstance(command[2], str)
+    ):
+        return dict(container), {}
+    paths = dict(_FILE_LINE.findall(command[2]))  # env name -> path
+    env = [e for e in container.get("env") or [] if isinstance(e, dict)]
+    texts = {e["name"]: str(e.get("value", "")) for e in env if e.get("name") in paths}
+    files = {path: texts.get(name, "").replace("$$", "$") for name, path in paths.items()}
+    kept = [e for e in env if e.get("name") not in paths]
+    declared = {k: v for k, v in container.items() if k != "env"}
+    declared["command"] = command[4:]
+    if kept:
+        declared["env"] = kept
+    return declared, files

@@ -1,7 +1,8 @@
-"""The kubernetes-asyncio calls of `status` and `restart`: list what the cluster holds,
-read the live template, check the injector, roll a workload and wait for it. No decision
-is made here (see injector.core.workloads and injector.core.restart); answers come back as
-the API server's own JSON, list items with only the fields those decisions read (`_Item`).
+"""The kubernetes-asyncio calls of `status`, `restart` and `diff`: list what the cluster
+holds, read the live template and a workload, check the injector, roll a workload and wait
+for it. No decision is made here (see injector.core.workloads and injector.core.restart);
+answers come back as the API server's own JSON, list items with only the fields those
+decisions read (`_Item`).
 """
 
 from __future__ import annotations
@@ -154,10 +155,18 @@ class Cluster:
         return int((deployment.get("status") or {}).get("availableReplicas") or 0)
 
     async def read(self, workload: Workload) -> dict[str, Any]:
+        """The workload's object as the API server has it: a Deployment, StatefulSet,
+        DaemonSet, ReplicaSet, Job, CronJob or bare Pod (`manual.POD_KINDS`; KeyError for
+        another kind)."""
+        apps, batch = self.apps, client.BatchV1Api(self.api)
         read = {
-            "Deployment": self.apps.read_namespaced_deployment,
-            "StatefulSet": self.apps.read_namespaced_stateful_set,
-            "DaemonSet": self.apps.read_namespaced_daemon_set,
+            "Deployment": apps.read_namespaced_deployment,
+            "StatefulSet": apps.read_namespaced_stateful_set,
+            "DaemonSet": apps.read_namespaced_daemon_set,
+            "ReplicaSet": apps.read_namespaced_replica_set,
+            "Job": batch.read_namespaced_job,
+            "CronJob": batch.read_namespaced_cron_job,
+            "Pod": self.core.read_namespaced_pod,
         }[workload.kind]
         return await _json(read, workload.name, workload.namespace)
 

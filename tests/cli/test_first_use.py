@@ -235,7 +235,7 @@ def test_reverting_a_bad_edit_clears_last_error() -> None:
 
 
 def test_running_help_for_every_command_exits_0() -> None:
-    for command in ("serve", "inject", "check-template", "certs", "status", "restart"):
+    for command in ("serve", "inject", "check-template", "certs", "status", "restart", "diff"):
         result = cli(command, "--help")
         assert result.returncode == 0, command
         assert json.dumps(result.stdout)  # printable text

@@ -1,17 +1,21 @@
-"""`mesher-injector status` and `restart` as an admin runs them (processes, through a
-kubeconfig) against the e2e control plane, with a local injector that watches the template
-ConfigMap in SYSTEM; and the workloads the tests put before them."""
+"""`mesher-injector status`, `restart` and `diff` as an admin runs them (processes, through
+a kubeconfig) against the e2e control plane, with a local injector that watches the
+template ConfigMap in SYSTEM (or another namespace: `Live.system`); and the workloads the
+tests put before them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -19,7 +23,7 @@ import yaml
 from injector.core.template import TemplateError, load_template
 from tests.e2e import manifests
 from tests.e2e.controlplane import ControlPlane
-from tests.e2e.injector import LocalInjector, kubectl_ok
+from tests.e2e.injector import LocalInjector, injecting, kubectl_ok, running_injector
 from tests.e2e.kube import Json, Kube, has_condition
 from tests.e2e.manifests import ASK, INJECTION_LABEL, TEMPLATE_CONFIGMAP, template_configmap
 from tests.support.helpers import ROOT
@@ -28,6 +32,7 @@ from tests.support.helpers import ROOT
 SYSTEM = "e2e-injector-system"
 CONFIGMAP = f"{SYSTEM}/{TEMPLATE_CONFIGMAP}"
 RELOAD_LIMIT = 20.0
+NO_NAMED: Mapping[str, str] = MappingProxyType({})
 
 
 def revision_of(text: str) -> str:
@@ -38,15 +43,17 @@ def revision_of(text: str) -> str:
 class Live:
     control_plane: ControlPlane
     injector: LocalInjector
-    system: str = SYSTEM  # where the template ConfigMap is
+    system: str = SYSTEM  # the namespace of the template ConfigMap
 
     @property
     def configmap(self) -> str:
         return f"{self.system}/{TEMPLATE_CONFIGMAP}"
 
-    def put_template(self, text: str) -> None:
-        """Store `text` in the template ConfigMap, and wait until the injector serves it
-        (a broken one: until it has refused it)."""
+    def put_template(self, text: str, *, named: Mapping[str, str] = NO_NAMED) -> None:
+        """Store `text` in the template ConfigMap (and each of `named` as NAME.yaml), and
+        wait until the injector serves them (a broken default: until it has refused it)."""
+        configmap = template_configmap(text)
+        configmap["data"].update({f"{name}.yaml": t for name, t in named.items()})
         kubectl_ok(
             self.control_plane,
             "apply",
@@ -54,17 +61,22 @@ class Live:
             self.system,
             "-f",
             "-",
-            stdin=json.dumps(template_configmap(text)),
+            stdin=json.dumps(configmap),
         )
         try:
             wanted = revision_of(text)
         except TemplateError:
             wanted = ""
+        wanted_named = {name: revision_of(t) for name, t in named.items()}
         deadline = time.monotonic() + RELOAD_LIMIT
         while time.monotonic() < deadline:
             with urllib.request.urlopen(f"{self.injector.admin}/template", timeout=5) as answer:
                 state = json.loads(answer.read())
-            if (state["revision"] == wanted) if wanted else state["last_error"]:
+            serving = {
+                name: state["templates"].get(name, {}).get("revision") for name in wanted_named
+            }
+            taken = (state["revision"] == wanted) if wanted else state["last_error"]
+            if taken and serving == wanted_named:
                 return
             time.sleep(0.1)
         raise AssertionError(f"the injector did not take the edit within {RELOAD_LIMIT} s")
@@ -98,6 +110,37 @@ class Live:
 
     def restart(self, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
         return self.cli("restart", "-n", namespace, "--poll-interval", "0.2", *args)
+
+
+@contextlib.contextmanager
+def watching_injector(
+    control_plane: ControlPlane, workdir: Path, template: str, *, system: str = SYSTEM
+) -> Iterator[Live]:
+    """The namespace `system` with the template ConfigMap holding `template`, and a local
+    injector that watches it, registered as the mutating webhook; the namespace is deleted
+    after."""
+    kubectl_ok(control_plane, "create", "namespace", system)
+    try:
+        kubectl_ok(
+            control_plane,
+            "apply",
+            "-n",
+            system,
+            "-f",
+            "-",
+            stdin=json.dumps(template_configmap(template)),
+        )
+        with (
+            running_injector(
+                workdir,
+                configmap=f"{system}/{TEMPLATE_CONFIGMAP}",
+                kubeconfig=control_plane.kubeconfig,
+            ) as local,
+            injecting(control_plane, local),
+        ):
+            yield Live(control_plane, local, system=system)
+    finally:
+        kubectl_ok(control_plane, "delete", "namespace", system, "--wait=false")
 
 
 async def ready_deployment(

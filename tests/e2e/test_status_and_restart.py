@@ -24,12 +24,13 @@ from tests.e2e.commands import (
     ready_deployment,
     revision_of,
     wait_rolled_out,
+    watching_injector,
     workloads_made_before_opting_in,
 )
 from tests.e2e.controlplane import ControlPlane
-from tests.e2e.injector import injecting, kubectl_ok, running_injector
+from tests.e2e.injector import kubectl_ok
 from tests.e2e.kube import Json, Kube
-from tests.e2e.manifests import ASK, template_configmap
+from tests.e2e.manifests import ASK
 from tests.e2e.rollout import eventually, leads, pods_by_state, stale_oldest
 from tests.support.helpers import DEFAULT_TEMPLATE, SHIPPED_VERSION, bump
 
@@ -48,26 +49,13 @@ HOLD = "e2e.mesher.io/hold"
 def live_module(
     control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
-    kubectl_ok(control_plane, "create", "namespace", SYSTEM)
-    kubectl_ok(
-        control_plane, "apply", "-n", SYSTEM, "-f", "-", stdin=json.dumps(template_configmap(GOOD))
-    )
-    injector_deployment = manifests.deployment("mesher-injector")
-    kubectl_ok(
-        control_plane, "apply", "-n", SYSTEM, "-f", "-", stdin=json.dumps(injector_deployment)
-    )
-    try:
-        with (
-            running_injector(
-                tmp_path_factory.mktemp("watching-injector"),
-                configmap=CONFIGMAP,
-                kubeconfig=control_plane.kubeconfig,
-            ) as local,
-            injecting(control_plane, local),
-        ):
-            yield Live(control_plane, local)
-    finally:
-        kubectl_ok(control_plane, "delete", "namespace", SYSTEM, "--wait=false")
+    workdir = tmp_path_factory.mktemp("watching-injector")
+    with watching_injector(control_plane, workdir, GOOD) as live:
+        injector_deployment = manifests.deployment("mesher-injector")
+        kubectl_ok(
+            control_plane, "apply", "-n", SYSTEM, "-f", "-", stdin=json.dumps(injector_deployment)
+        )
+        yield live
 
 
 @pytest.fixture

@@ -1,22 +1,57 @@
-"""injector.kube.cluster's list pages: decoded with only the fields status reads, they give
-the workloads that the API server's whole answers give."""
+"""injector.kube.cluster: `Cluster.read` asks the API server for each kind `diff` previews
+(a local server records the paths); list pages, decoded with only the fields status reads,
+give the workloads that the API server's whole answers give."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from kubernetes_asyncio import client
 
+from injector.core.manual import POD_KINDS
 from injector.core.workloads import Snapshot, workloads
-from injector.kube.cluster import decode_page
-from tests.support.helpers import KUBE_API, recorded_items
+from injector.kube.cluster import Cluster, decode_page
+from tests.support.helpers import KUBE_API, deployment_workload, recorded_items
 
-RESOURCES = {
-    "pods": "pods",
-    "replicasets": "replicasets",
-    "jobs": "jobs",
-    "namespaces": "namespaces",
+PATHS = {
+    "Deployment": "/apis/apps/v1/namespaces/shop/deployments/web",
+    "StatefulSet": "/apis/apps/v1/namespaces/shop/statefulsets/web",
+    "DaemonSet": "/apis/apps/v1/namespaces/shop/daemonsets/web",
+    "ReplicaSet": "/apis/apps/v1/namespaces/shop/replicasets/web",
+    "Job": "/apis/batch/v1/namespaces/shop/jobs/web",
+    "CronJob": "/apis/batch/v1/namespaces/shop/cronjobs/web",
+    "Pod": "/api/v1/namespaces/shop/pods/web",
 }
+
+
+async def test_read_gets_the_object_of_every_kind_whose_pods_diff_previews() -> None:
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.path})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    api = client.ApiClient(client.Configuration(host=str(server.make_url("")).rstrip("/")))
+    try:
+        cluster = Cluster(api)
+        read = {
+            kind: await cluster.read(replace(deployment_workload("web"), kind=kind))
+            for kind in sorted(POD_KINDS)
+        }
+    finally:
+        await api.close()
+        await server.close()
+
+    assert read == {kind: {"path": path} for kind, path in PATHS.items()}
+
+
+# The lists status reads, each a field of Snapshot and a recorded answer.
+RESOURCES = ("pods", "replicasets", "jobs", "namespaces")
 # Every container of the recorded pods: each pod then counts as injected by its containers.
 CONTAINERS = frozenset(c["name"] for p in recorded_items("pods") for c in p["spec"]["containers"])
 

@@ -4,21 +4,29 @@ longest-stale pod has been stale. What the leader's pod watch (injector.kube.rol
 keeps and exports; each pod is judged by the same `verdict` as `mesher-injector status`.
 
 A tracked pod is kept small (the watch holds one per meshed pod in the cluster): its
-namespace, template and revision strings are interned, so thousands of pods share them.
+namespace, template and revision strings are interned, so thousands of pods share them,
+and a template name or revision that could not be ours is kept as a constant: any tenant
+can annotate a pod, and the leader must hold a few hundred bytes per pod whatever it says.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from injector.core.store import TemplateSet
+from injector.core.template import valid_template_name
 from injector.core.workloads import State, pod_state, verdict
 
-UNKNOWN_TEMPLATE = "unknown"  # the label of a template name the ConfigMap does not have
+# The label of a template name the ConfigMap does not have: not a possible key name.
+UNKNOWN_TEMPLATE = "(unknown)"
+UNKNOWN_REVISION = "unknown"  # as `status` shows a sidecar without a revision
+REVISION = re.compile(r"[0-9a-f]{12}")  # what template.revision_of gives
+NAMESPACE_MAX = 63  # a namespace's name is a DNS label
 NO_SIDECAR: frozenset[str] = frozenset()  # metadata only: no containers to look at
 
 
@@ -78,10 +86,16 @@ def tracked(metadata: Mapping[str, Any]) -> TrackedPod | None:
     state = pod_state({"metadata": metadata}, NO_SIDECAR)
     if not (state.asked or state.injected):
         return None
+    revision = ""
+    if state.injected:
+        ours = REVISION.fullmatch(state.revision)
+        revision = sys.intern(state.revision) if ours else UNKNOWN_REVISION
     return TrackedPod(
-        namespace=sys.intern(str(metadata.get("namespace", ""))),
-        template=sys.intern(state.template),
-        revision=sys.intern(state.revision if state.injected else ""),
+        namespace=sys.intern(str(metadata.get("namespace", ""))[:NAMESPACE_MAX]),
+        template=sys.intern(state.template)
+        if valid_template_name(state.template)
+        else UNKNOWN_TEMPLATE,
+        revision=revision,
         created=_created(metadata),
     )
 

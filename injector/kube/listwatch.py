@@ -120,8 +120,8 @@ class ListWatch:
                 raise
             except Exception as exc:
                 restart = classify(exc)
-                if not self.resource_version:  # the list itself failed: it is retried
-                    restart = replace(restart, relist=True)
+                if not self.resource_version:  # the list itself failed: retried, after a
+                    restart = replace(restart, relist=True, failed=True)  # backoff (a 410 too)
             failures = failures + 1 if restart.failed else 0
             delay = self.backoff.delay(failures, self.jitter())
             self.on_restart(restart, delay)

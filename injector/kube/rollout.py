@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+import aiohttp
 import structlog
 from kubernetes_asyncio import client, watch
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 
@@ -35,27 +38,63 @@ from injector.obs.metrics import Metrics
 LEASE_NAME = ROLLOUT_LEASE
 # What client-go's controllers use: a dead leader's Lease is taken after 15 s.
 LEASE_SECONDS, RENEW_DEADLINE_S, RETRY_S = 15, 10, 2
-LEASE_CALL_S = 5.0  # last renewal + retry + this < LEASE_SECONDS: no two leaders
+LEASE_CALL_S = 5.0  # at most, per Lease call
 PODS = "/api/v1/pods"
 AS_METADATA = "application/json;as=PartialObjectMetadata{};g=meta.k8s.io;v=v1"
 
 
+class LeaseDeadlinePassed(Exception):
+    """The leader has not renewed its Lease within RENEW_DEADLINE_S: it stops leading."""
+
+
 class BoundedLeaseLock(LeaseLock):
-    """kubernetes_asyncio's LeaseLock with each call bounded by LEASE_CALL_S: the client
-    has no timeout of its own, and a leader whose renewal hangs must stop leading (the
-    error ends the election round) before its Lease expires and another replica leads."""
+    """kubernetes_asyncio's LeaseLock, bounded and forgiving. The client has no timeout of
+    its own, and the library tries a renewal (a read, then an update) whole before it looks
+    at its deadline: here each call gets at most LEASE_CALL_S, and once this replica holds
+    the Lease, no more than is left until RENEW_DEADLINE_S after its last renewal; past
+    that, LeaseDeadlinePassed ends the round, well before the Lease (LEASE_SECONDS) can go
+    to another replica. A timeout or a broken connection is a failed attempt, retried by
+    the library, as an API error is: one blip does not cost the leadership."""
+
+    def __init__(self, *args: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(*args)
+        self.clock = clock
+        self.renewed_at: float | None = None  # the last create or update that succeeded
+
+    def _budget(self) -> float:
+        if self.renewed_at is None:
+            return LEASE_CALL_S
+        left = self.renewed_at + RENEW_DEADLINE_S - self.clock()
+        if left <= 0:
+            raise LeaseDeadlinePassed(f"no renewal for {RENEW_DEADLINE_S} s")
+        return min(LEASE_CALL_S, left)
 
     async def get(self, name: str, namespace: str) -> Any:
-        async with asyncio.timeout(LEASE_CALL_S):
-            return await super().get(name, namespace)
+        try:
+            async with asyncio.timeout(self._budget()):
+                return await super().get(name, namespace)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            unavailable = ApiException(status=503, reason=f"{type(exc).__name__}: {exc}")
+            unavailable.body = json.dumps({"code": 503}).encode()  # what the library reads
+            return False, unavailable
 
     async def create(self, name: str, namespace: str, election_record: Any) -> bool:
-        async with asyncio.timeout(LEASE_CALL_S):
-            return await super().create(name, namespace, election_record)
+        return await self._renew(super().create(name, namespace, election_record))
 
     async def update(self, name: str, namespace: str, updated_record: Any) -> bool:
-        async with asyncio.timeout(LEASE_CALL_S):
-            return await super().update(name, namespace, updated_record)
+        return await self._renew(super().update(name, namespace, updated_record))
+
+    async def _renew(self, call: Coroutine[Any, Any, bool]) -> bool:
+        try:
+            async with asyncio.timeout(self._budget()):
+                done = await call
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+        finally:
+            call.close()  # never awaited when the budget was already spent
+        if done:
+            self.renewed_at = self.clock()
+        return done
 
 
 def identity() -> str:
@@ -90,6 +129,15 @@ class PodMetadata(ListWatch):
         )
 
     async def list_once(self) -> None:
+        """Every pod, page by page; a failed list leaves the count out of sync (the leader
+        then exports no count rather than a frozen one)."""
+        try:
+            await self._list_all()
+        except BaseException:
+            self.synced = False
+            raise
+
+    async def _list_all(self) -> None:
         pods: dict[str, TrackedPod] = {}
         token = ""
         while True:
@@ -174,11 +222,12 @@ class RolloutWatch:
         namespace: str,
         live: Callable[[], Mapping[str, LiveTemplate]],
         metrics: Metrics,
-        on_restart: Callable[[Restart, float], None],
         refresh: float = limits.ROLLOUT_REFRESH_S,
         clock: Callable[[], float] = time.time,
         name: str = "",
+        **loop: Any,
     ) -> None:
+        """`loop`: the pod watch's ListWatch arguments (on_restart, timeouts, ...)."""
         self.api = api
         self.namespace = namespace
         self.identity = name or identity()
@@ -186,7 +235,7 @@ class RolloutWatch:
         self.metrics = metrics
         self.refresh = refresh
         self.clock = clock
-        self.pods = PodMetadata(api, on_restart=on_restart)
+        self.pods = PodMetadata(api, **loop)
         self.log = structlog.get_logger("injector").bind(
             lease=f"{namespace}/{LEASE_NAME}", identity=self.identity
         )
@@ -217,8 +266,10 @@ class RolloutWatch:
             await asyncio.sleep(RETRY_S)
 
     async def _lead(self) -> None:
+        """While leading: keep the pods, export their tally every `refresh` seconds. The
+        leader gauge is 1 only while a count is exported: a leader that cannot list pods
+        (forbidden, say) says 0, so no leader is what an alert sees."""
         self._leading = asyncio.current_task()
-        self.metrics.rollout_leader.set(1)
         self.log.info("rollout_leading")
         pods = asyncio.create_task(self.pods.run())
         counted: tuple[int, Mapping[str, LiveTemplate]] | None = None
@@ -226,13 +277,12 @@ class RolloutWatch:
         try:
             while True:
                 live = self.live()
-                if self.pods.synced and live:
-                    if counted != (self.pods.changes, live):  # else only the clock moved
-                        counted, last = (
-                            (self.pods.changes, live),
-                            tally(self.pods.pods.values(), live),
-                        )
-                    self.metrics.observe_rollout(last, self.clock())
+                exporting = self.pods.synced and bool(live)
+                if exporting and counted != (self.pods.changes, live):  # else the clock moved
+                    counted = (self.pods.changes, live)
+                    last = tally(self.pods.pods.values(), live)
+                self.metrics.observe_rollout(last if exporting else None, self.clock())
+                self.metrics.rollout_leader.set(1 if exporting else 0)
                 await asyncio.sleep(self.refresh)
         finally:
             pods.cancel()
@@ -278,8 +328,19 @@ async def open_rollout_watch(
     live: Callable[[], Mapping[str, LiveTemplate]],
     metrics: Metrics,
     on_restart: Callable[[Restart, float], None],
+    read_timeout: float,
+    watch_timeout: int,
 ) -> RolloutWatch:
     """A rollout watch with an API client of its own (closed by `close`): what `serve`
-    hands the server unless --rollout-watch=false."""
+    hands the server unless --rollout-watch=false; its pod watch times out as the
+    ConfigMap's does (--watch-read-timeout)."""
     api = await api_client_for(kube_api_server)
-    return RolloutWatch(api, namespace=namespace, live=live, metrics=metrics, on_restart=on_restart)
+    return RolloutWatch(
+        api,
+        namespace=namespace,
+        live=live,
+        metrics=metrics,
+        on_restart=on_restart,
+        read_timeout=read_timeout,
+        watch_timeout=watch_timeout,
+    )

@@ -171,8 +171,9 @@ class Metrics:
         )
         self.rollout_leader = Gauge(  # registered by track_rollout: only where it runs
             "mesher_injector_rollout_leader",
-            "1 while this replica leads the rollout watch (a Lease), else 0; no series "
-            "where the watch does not run (--rollout-watch=false, a template file).",
+            "1 while this replica leads the rollout watch (holds its Lease) and exports a "
+            "count of pods (its pod list succeeded), else 0; no series where the watch "
+            "does not run (--rollout-watch=false, a template file).",
             registry=None,
         )
         self.rollout_pods = Gauge(

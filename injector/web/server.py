@@ -71,6 +71,8 @@ class OpenRollout(Protocol):
         live: Callable[[], Mapping[str, LiveTemplate]],
         metrics: Metrics,
         on_restart: Callable[[Restart, float], None],
+        read_timeout: float,
+        watch_timeout: int,
     ) -> TemplateWatch: ...
 
 
@@ -212,6 +214,8 @@ class Server:
                     live=lambda: live_templates(store),
                     metrics=injector.metrics,
                     on_restart=functools.partial(injector.report_restart, watch="pods"),
+                    read_timeout=s.watch_read_timeout,
+                    watch_timeout=s.watch_timeout,
                 )
                 self._tasks.append(asyncio.create_task(rollout.run()))
             return watcher.run
@@ -290,13 +294,14 @@ class Server:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._rollout is not None:  # hand the Lease over before the long part
+            await self._rollout.close()
         if self._listener is not None:
             self._listener.close()  # no new connections; the runner finishes the open ones
         for runner in reversed(self._runners):
             await runner.cleanup()
-        for watch in (self._watch, self._rollout):
-            if watch is not None:
-                await watch.close()
+        if self._watch is not None:
+            await self._watch.close()
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
 

@@ -1,16 +1,34 @@
-"""What the rollout leader holds per pod: the issue's budget is 300 bytes per tracked pod,
-measured (tracemalloc) on pods' metadata as a watch delivers it."""
+"""The rollout leader: what it holds per pod (the budget is 300 bytes per tracked pod,
+measured with tracemalloc on pods' metadata as a watch delivers it), and its Lease calls
+against an API server that never answers (the election itself runs against a real one:
+tests/e2e/test_rollout_leader.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import gc
+import json
+import time
 import tracemalloc
+from collections.abc import AsyncIterator
 from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from kubernetes_asyncio import client
 
 from injector.core import annotations as ann
 from injector.core.rollout import TrackedPod
-from injector.kube.rollout import remember
+from injector.kube.rollout import (
+    LEASE_CALL_S,
+    LEASE_NAME,
+    RENEW_DEADLINE_S,
+    BoundedLeaseLock,
+    LeaseDeadlinePassed,
+    remember,
+)
 from tests.support.helpers import recorded_items
 
 BUDGET_BYTES = 300
@@ -31,10 +49,9 @@ def test_a_tracked_pod_costs_less_than_300_bytes() -> None:
     template = metadata_of_a_meshed_pod()
     arriving = []
     for i in range(PODS):  # what the list pages or events bring: freed once read
-        metadata = dict(template)
-        metadata["name"] = f"web-5576d9f5bc-{i:05d}"
-        metadata["namespace"] = f"team-{i % 50:02d}"
-        arriving.append(metadata)
+        template["name"] = f"web-5576d9f5bc-{i:05d}"
+        template["namespace"] = f"team-{i % 50:02d}"
+        arriving.append(json.loads(json.dumps(template)))  # its own strings, as parsed
     pods: dict[str, TrackedPod] = {}
     gc.collect()
     tracemalloc.start()
@@ -57,3 +74,49 @@ def test_a_pod_that_stops_asking_or_starts_terminating_is_forgotten() -> None:
     assert list(pods) == ["chassis/agent-t6ffz"]
     remember(pods, {**metadata, "deletionTimestamp": "2026-12-05T07:00:00Z"})
     assert pods == {}
+
+
+@pytest.fixture
+async def silent_api() -> AsyncIterator[client.ApiClient]:
+    """An API server that accepts every request and never answers (a half-dead one)."""
+    answered = asyncio.Event()
+
+    async def never(request: web.Request) -> web.Response:
+        await answered.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", never)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    api = client.ApiClient(client.Configuration(host=str(server.make_url("")).rstrip("/")))
+    try:
+        yield api
+    finally:
+        answered.set()
+        await api.close()
+        await server.close()
+
+
+async def test_a_leader_gives_up_a_lease_call_by_its_renew_deadline_then_stops_leading(
+    silent_api: client.ApiClient,
+) -> None:
+    """The library tries a renewal whole before it looks at its deadline: each call must
+    end by the deadline, and a leader past it must stop, before its Lease (15 s) can go
+    to another replica."""
+    now = [1000.0]
+    lock = BoundedLeaseLock(LEASE_NAME, "mesher-system", "me", silent_api, clock=lambda: now[0])
+    started = time.monotonic()
+    found, error = await lock.get(LEASE_NAME, "mesher-system")  # a follower: LEASE_CALL_S
+    assert (found, getattr(error, "status", None)) == (False, 503)  # a failed try, not a crash
+    assert LEASE_CALL_S - 0.5 < time.monotonic() - started < LEASE_CALL_S + 2
+
+    lock.renewed_at = now[0] - RENEW_DEADLINE_S + 0.3  # a leader with 0.3 s left
+    started = time.monotonic()
+    found, _ = await lock.get(LEASE_NAME, "mesher-system")
+    assert not found
+    assert time.monotonic() - started < LEASE_CALL_S - 1  # the deadline, not a whole call
+
+    now[0] += 1  # past it
+    with pytest.raises(LeaseDeadlinePassed):
+        await lock.get(LEASE_NAME, "mesher-system")

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint types unit fast controlplane helm e2e bench image deploy-template k8s-schema clean
+.PHONY: venv run test lint types unit fast controlplane helm e2e bench bench-scale image deploy-template k8s-schema clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
@@ -82,6 +82,11 @@ deploy-template:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# status and the injector's memory on 50,000 pods of the e2e control plane (bench/README.md;
+# about 10 minutes on 2 cores).
+bench-scale: $(STAMP) controlplane
+	$(BIN)/python -m bench.scale
 
 clean:
 	rm -rf $(VENV) .run .mypy_cache .ruff_cache

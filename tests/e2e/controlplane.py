@@ -16,7 +16,7 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,11 +191,13 @@ def apiserver_flags(
     ]
 
 
-def controller_manager_flags(*, kubeconfig: Path, pki: Pki) -> list[str]:
+def controller_manager_flags(
+    *, kubeconfig: Path, pki: Pki, controllers: Sequence[str] = CONTROLLERS
+) -> list[str]:
     return [
         f"--kubeconfig={kubeconfig}",
         "--leader-elect=false",
-        f"--controllers={','.join(CONTROLLERS)}",
+        f"--controllers={','.join(controllers)}",
         # each controller acts as its own service account, under the RBAC roles
         # kube-apiserver bootstraps for it, as in a real cluster
         "--use-service-account-credentials=true",
@@ -207,8 +209,17 @@ def controller_manager_flags(*, kubeconfig: Path, pki: Pki) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane]:
-    """Start everything in `workdir` (PKI, etcd data, logs, kubeconfig); stop it all after."""
+def running_control_plane(
+    workdir: Path,
+    bin_dir: Path,
+    *,
+    controllers: Sequence[str] = CONTROLLERS,
+    stand_in_node: bool = True,
+) -> Iterator[ControlPlane]:
+    """Start everything in `workdir` (PKI, etcd data, logs, kubeconfig); stop it all after.
+    `controllers` and `stand_in_node` False make a quieter one (bench/scale.py: 50,000
+    pods that nothing should act on): only those controllers, and no node agent, pod
+    runner or node."""
     logs = workdir / "logs"
     logs.mkdir(parents=True)
     service_range = random.choice(list(SERVICE_RANGES.subnets(new_prefix=24)))
@@ -256,42 +267,13 @@ def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane
             "kube-controller-manager",
             [
                 str(bin_dir / "kube-controller-manager"),
-                *controller_manager_flags(kubeconfig=manager_kubeconfig, pki=pki),
+                *controller_manager_flags(
+                    kubeconfig=manager_kubeconfig, pki=pki, controllers=controllers
+                ),
             ],
         )
-        processes.start(
-            "node-agent",
-            [
-                sys.executable,
-                "-m",
-                "tests.e2e.node_agent",
-                f"--server={credentials.server}",
-                f"--ca={pki.ca.cert}",
-                f"--cert={pki.admin.cert}",
-                f"--key={pki.admin.key}",
-            ],
-            cwd=ROOT,
-        )
-        processes.start(
-            "pod-runner",
-            [
-                sys.executable,
-                "-m",
-                "tests.e2e.pod_runner",
-                f"--server={credentials.server}",
-                f"--ca={pki.ca.cert}",
-                f"--cert={pki.admin.cert}",
-                f"--key={pki.admin.key}",
-                f"--workdir={workdir / 'pods'}",
-            ],
-            cwd=ROOT,
-        )
-        wait_until_ok(
-            f"{credentials.server}/api/v1/nodes/{node.NODE_NAME}",
-            processes,
-            context=admin,
-            accept=_untainted,
-        )
+        if stand_in_node:
+            _start_stand_in_node(processes, credentials, pki, workdir)
         version = json.loads(
             wait_until_ok(f"{credentials.server}/version", processes, context=admin)
         )
@@ -306,3 +288,42 @@ def running_control_plane(workdir: Path, bin_dir: Path) -> Iterator[ControlPlane
         )
     finally:
         processes.stop()
+
+
+def _start_stand_in_node(
+    processes: Processes, credentials: Credentials, pki: Pki, workdir: Path
+) -> None:
+    """The node agent and the pod runner; back once the node is registered and untainted."""
+    processes.start(
+        "node-agent",
+        [
+            sys.executable,
+            "-m",
+            "tests.e2e.node_agent",
+            f"--server={credentials.server}",
+            f"--ca={pki.ca.cert}",
+            f"--cert={pki.admin.cert}",
+            f"--key={pki.admin.key}",
+        ],
+        cwd=ROOT,
+    )
+    processes.start(
+        "pod-runner",
+        [
+            sys.executable,
+            "-m",
+            "tests.e2e.pod_runner",
+            f"--server={credentials.server}",
+            f"--ca={pki.ca.cert}",
+            f"--cert={pki.admin.cert}",
+            f"--key={pki.admin.key}",
+            f"--workdir={workdir / 'pods'}",
+        ],
+        cwd=ROOT,
+    )
+    wait_until_ok(
+        f"{credentials.server}/api/v1/nodes/{node.NODE_NAME}",
+        processes,
+        context=credentials.ssl_context(),
+        accept=_untainted,
+    )

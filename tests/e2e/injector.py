@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,13 +54,16 @@ def running_injector(
     configmap: str = "",
     kubeconfig: Path | None = None,
     port: int = 0,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[LocalInjector]:
     """`mesher-injector serve` on loopback with a self-signed certificate (for 127.0.0.1),
     ready once its template is loaded; stopped (SIGTERM) after. With `configmap`
     (NAMESPACE/NAME) the template comes from that ConfigMap, watched through the API
     server `kubeconfig` names; else from `template_file`. Started again with the same
     `workdir` and `port`, it serves the same URL under the same CA (--self-signed-dir
-    keeps the pair): what a registration made for the first one calls."""
+    keeps the pair): what a registration made for the first one calls. `args`: more
+    `serve` flags; `env`: more environment variables."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, admin_port = port or free_port(), free_port()
     source = (
@@ -68,7 +71,9 @@ def running_injector(
         if configmap
         else [f"--template-file={template_file}"]
     )
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)} if kubeconfig else None
+    environment = {**os.environ, **(env or {})}
+    if kubeconfig:
+        environment["KUBECONFIG"] = str(kubeconfig)
     processes = Processes(workdir)
     try:
         process = processes.start(
@@ -85,9 +90,10 @@ def running_injector(
                 f"--self-signed-dir={workdir / 'certs'}",
                 *source,
                 "--log-format=json",
+                *args,
             ],
             cwd=ROOT,
-            env=env,
+            env=environment,
         )
         admin = f"http://127.0.0.1:{admin_port}"
         wait_until_ok(f"{admin}/readyz", processes)

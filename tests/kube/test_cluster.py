@@ -1,17 +1,21 @@
 """injector.kube.cluster: `Cluster.read` asks the API server for each kind `diff` previews
-(a local server records the paths)."""
+(a local server records the paths); list pages, decoded with only the fields status reads,
+give the workloads that the API server's whole answers give."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 
 from injector.core.manual import POD_KINDS
-from injector.kube.cluster import Cluster
-from tests.support.helpers import deployment_workload
+from injector.core.workloads import Snapshot, workloads
+from injector.kube.cluster import Cluster, decode_page
+from tests.support.helpers import KUBE_API, deployment_workload, recorded_items
 
 PATHS = {
     "Deployment": "/apis/apps/v1/namespaces/shop/deployments/web",
@@ -44,3 +48,36 @@ async def test_read_gets_the_object_of_every_kind_whose_pods_diff_previews() -> 
         await server.close()
 
     assert read == {kind: {"path": path} for kind, path in PATHS.items()}
+
+
+# The lists status reads, each a field of Snapshot and a recorded answer.
+RESOURCES = ("pods", "replicasets", "jobs", "namespaces")
+# Every container of the recorded pods: each pod then counts as injected by its containers.
+CONTAINERS = frozenset(c["name"] for p in recorded_items("pods") for c in p["spec"]["containers"])
+
+
+@pytest.mark.parametrize("sidecars", [frozenset({"mesher"}), CONTAINERS])
+def test_status_finds_the_same_workloads_in_decoded_pages_as_in_whole_answers(
+    sidecars: frozenset[str],
+) -> None:
+    whole = Snapshot(**{name: recorded_items(name) for name in RESOURCES})
+    decoded = Snapshot(
+        **{
+            name: decode_page((KUBE_API / f"{name}-list.json").read_bytes())[0]
+            for name in RESOURCES
+        }
+    )
+
+    found = workloads(decoded, revision="r", sidecar_names=sidecars)
+
+    assert found == workloads(whole, revision="r", sidecar_names=sidecars)
+    assert found
+
+
+def test_a_page_gives_its_continue_token_and_the_last_none() -> None:
+    answer = json.loads((KUBE_API / "pods-list.json").read_bytes())
+    last = json.dumps(answer).encode()
+    answer["metadata"]["continue"] = "next-page"
+
+    assert decode_page(json.dumps(answer).encode())[1] == "next-page"
+    assert decode_page(last)[1] == ""

@@ -2,7 +2,7 @@
 holds, read the live template and a workload, check the injector, roll a workload and wait
 for it. No decision is made here (see injector.core.workloads and injector.core.restart);
 answers come back as the API server's own JSON, list items with only the fields those
-decisions read (`_Item`).
+decisions read (injector.kube.pages).
 """
 
 from __future__ import annotations
@@ -12,17 +12,16 @@ import datetime
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any
 
-import msgspec
 from kubernetes_asyncio import client, config
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from injector.core.limits import LIST_PAGE
 from injector.core.names import INJECTOR_DEPLOYMENT, PRODUCT
 from injector.core.restart import restart_patch, rollout_done
 from injector.core.settings import ConfigMapRef
 from injector.core.workloads import Snapshot, Workload
+from injector.kube.pages import decode_page, read_body
 
 
 def kubeconfig_namespace() -> str:
@@ -34,68 +33,10 @@ def kubeconfig_namespace() -> str:
         return "default"
 
 
-# What workloads() reads of the items of a list (pods, ReplicaSets, Jobs, namespaces).
-# A 50,000-pod list is 385 MB of JSON; json.loads made Python objects of all of it (15 s
-# of 25, mostly the garbage collector walking them: bench/RESULTS.md). msgspec builds the
-# fields below only, as plain dicts and lists, and skips the rest (0.7 s).
-
-
-class _Named(TypedDict, total=False):
-    name: Any
-
-
-class _Owner(TypedDict, total=False):
-    kind: Any
-    name: Any
-    controller: Any
-
-
-class _Metadata(TypedDict, total=False):
-    name: Any
-    namespace: Any
-    labels: dict[str, Any] | None
-    annotations: dict[str, Any] | None
-    ownerReferences: list[_Owner] | None
-    deletionTimestamp: Any
-
-
-class _Spec(TypedDict, total=False):
-    containers: list[_Named] | None
-    initContainers: list[_Named] | None
-
-
-class _Item(TypedDict, total=False):
-    metadata: _Metadata | None
-    spec: _Spec | None
-
-
-_ListMetadata = TypedDict("_ListMetadata", {"continue": Any}, total=False)  # a keyword
-
-
-class _Page(TypedDict, total=False):
-    metadata: _ListMetadata | None
-    items: list[_Item] | None
-
-
-_PAGE = msgspec.json.Decoder(_Page)
-
-
-def decode_page(body: bytes) -> tuple[list[dict[str, Any]], str]:
-    """A list answer's items, with the fields above only, and its continue token."""
-    page: dict[str, Any] = _PAGE.decode(body)  # type: ignore[assignment]
-    return page.get("items") or [], (page.get("metadata") or {}).get("continue") or ""
-
-
 async def _body(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> bytes:
     """The answer's bytes; ApiException for an HTTP error, as the preloading client would
     raise."""
-    response = await call(*args, _preload_content=False, **kwargs)
-    body: bytes = await response.read()
-    if not 200 <= response.status <= 299:
-        error = ApiException(status=response.status, reason=response.reason)
-        error.body = body
-        raise error
-    return body
+    return await read_body(await call(*args, _preload_content=False, **kwargs))
 
 
 async def _json(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
@@ -110,8 +51,9 @@ async def _items(call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any)
     token = ""
     while True:
         extra = {"_continue": token} if token else {}
-        page, token = decode_page(await _body(call, *args, limit=LIST_PAGE, **kwargs, **extra))
-        items += page
+        page = decode_page(await _body(call, *args, limit=LIST_PAGE, **kwargs, **extra))
+        items += page.items
+        token = page.next
         if not token:
             return items
 

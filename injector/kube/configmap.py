@@ -7,17 +7,19 @@ object), then watch from the list's resourceVersion with bookmarks.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio import client, config
 
 from injector.core.settings import ConfigMapRef
 from injector.core.store import Reload, TemplateSet
 from injector.core.watching import Restart
 from injector.kube.kubeconfig import missing_kubeconfig
-from injector.kube.listwatch import ListWatch, WatchProtocolError, read_json, short
+from injector.kube.listwatch import ListWatch
+from injector.kube.pages import read_json
 
 
 async def api_client_for(server: str = "") -> client.ApiClient:
@@ -105,28 +107,14 @@ class ConfigMapSource(ListWatch):
         else:
             self._gone(f"ConfigMap {self.ref.namespace}/{self.ref.name} not found")
 
-    async def watch_once(self) -> None:
-        """One watch request, from `resource_version`, until the server ends it."""
-        async with watch.Watch() as stream:
-            events = stream.stream(
-                self.v1.list_namespaced_config_map,
-                self.ref.namespace,
-                field_selector=self.ref.field_selector,
-                resource_version=self.resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self.watch_timeout,
-                _request_timeout=self.stream_timeout,
-            )
-            try:
-                async for event in events:
-                    self._handle(event)
-            finally:
-                if stream.resource_version:
-                    self.resource_version = str(stream.resource_version)
+    def watch_request(self) -> Callable[..., Awaitable[Any]]:
+        return functools.partial(
+            self.v1.list_namespaced_config_map,
+            self.ref.namespace,
+            field_selector=self.ref.field_selector,
+        )
 
-    def _handle(self, event: Any) -> None:
-        if not isinstance(event, dict) or "type" not in event:
-            raise WatchProtocolError(f"not a watch event: {short(str(event))!r}")
+    def handle(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         obj = event.get("raw_object") or {}
         version = str((obj.get("metadata") or {}).get("resourceVersion") or "")

@@ -11,21 +11,22 @@ backoff. Every restart is reported (logged and counted by the caller) with its r
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
+from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from injector.core import limits
 from injector.core.watching import Backoff, Restart
 
 
-def short(text: str, limit: int = limits.MAX_API_ERROR_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
+def short(text: str) -> str:
+    """An API error or an event, cut for a log line or an exception message."""
+    return limits.clip(text, limits.MAX_API_ERROR_CHARS)
 
 
 def classify(exc: BaseException) -> Restart:
@@ -54,26 +55,6 @@ class WatchProtocolError(Exception):
     """The watch stream sent something that is not a watch event."""
 
 
-async def read_json(response: Any) -> Any:
-    """A raw answer's (`_preload_content=False`: an aiohttp response) JSON; ApiException
-    for an HTTP error."""
-    try:
-        body = await response.read()
-    finally:
-        response.release()
-    if not 200 <= response.status <= 299:
-        raise ApiException(status=response.status, reason=_status_message(body, response.reason))
-    return json.loads(body)
-
-
-def _status_message(body: bytes, fallback: str | None) -> str:
-    try:
-        status = json.loads(body)
-        return str(status.get("message") or fallback)
-    except ValueError:
-        return str(fallback)
-
-
 class ListWatch:
     """The loop: `list_once` (sets `resource_version`), then `watch_once` until the
     stream ends, again and again until cancelled. Subclasses say what to list and watch."""
@@ -99,8 +80,32 @@ class ListWatch:
     async def list_once(self) -> None:
         raise NotImplementedError
 
-    async def watch_once(self) -> None:
+    def watch_request(self) -> Callable[..., Awaitable[Any]]:
+        """The call that lists with `watch=True` (kubernetes_asyncio's Watch adds it)."""
         raise NotImplementedError
+
+    def handle(self, event: dict[str, Any]) -> None:
+        """One event (`type`, `raw_object`); Watch has raised ERROR events already."""
+        raise NotImplementedError
+
+    async def watch_once(self) -> None:
+        """One watch request, from `resource_version`, until the server ends it."""
+        async with watch.Watch() as stream:
+            events = stream.stream(
+                self.watch_request(),
+                resource_version=self.resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=self.watch_timeout,
+                _request_timeout=self.stream_timeout,
+            )
+            try:
+                async for event in events:
+                    if not isinstance(event, dict) or "type" not in event:
+                        raise WatchProtocolError(f"not a watch event: {short(str(event))!r}")
+                    self.handle(event)
+            finally:
+                if stream.resource_version:
+                    self.resource_version = str(stream.resource_version)
 
     @property
     def stream_timeout(self) -> aiohttp.ClientTimeout:

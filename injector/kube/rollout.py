@@ -17,12 +17,12 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
 import structlog
-from kubernetes_asyncio import client, watch
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
@@ -32,7 +32,8 @@ from injector.core.names import ROLLOUT_LEASE
 from injector.core.rollout import LiveTemplate, Tally, TrackedPod, tally, tracked
 from injector.core.watching import Restart
 from injector.kube.configmap import api_client_for
-from injector.kube.listwatch import ListWatch, WatchProtocolError, read_json, short
+from injector.kube.listwatch import ListWatch, WatchProtocolError, short
+from injector.kube.pages import decode_page, read_body
 from injector.obs.metrics import Metrics
 
 LEASE_NAME = ROLLOUT_LEASE
@@ -142,18 +143,18 @@ class PodMetadata(ListWatch):
         token = ""
         while True:
             query = [("limit", str(limits.LIST_PAGE))] + ([("continue", token)] if token else [])
-            page = await read_json(
-                await self._get("List", query, (self.connect_timeout, self.read_timeout))
-            )
-            for item in page.get("items") or []:
+            deadline = (self.connect_timeout, self.read_timeout)
+            page = decode_page(await read_body(await self._get("List", query, deadline)))
+            for item in page.items:
                 remember(pods, item.get("metadata") or {})
-            metadata = page.get("metadata") or {}
-            token = metadata.get("continue") or ""
+            token = page.next
             if not token:
                 break
+        if not page.resource_version:
+            raise WatchProtocolError("a pod list without a resourceVersion")
         self.pods, self.synced = pods, True
         self.changes += 1
-        self.resource_version = str(metadata["resourceVersion"])
+        self.resource_version = page.resource_version
 
     async def _watch_request(
         self, *, resource_version: str, timeout_seconds: int, _request_timeout: Any, **_: Any
@@ -167,24 +168,10 @@ class PodMetadata(ListWatch):
         ]
         return await self._get("", query, _request_timeout)
 
-    async def watch_once(self) -> None:
-        async with watch.Watch() as stream:
-            events = stream.stream(
-                self._watch_request,
-                resource_version=self.resource_version,
-                timeout_seconds=self.watch_timeout,
-                _request_timeout=self.stream_timeout,
-            )
-            try:
-                async for event in events:
-                    self._handle(event)
-            finally:
-                if stream.resource_version:
-                    self.resource_version = str(stream.resource_version)
+    def watch_request(self) -> Callable[..., Awaitable[Any]]:
+        return self._watch_request
 
-    def _handle(self, event: Any) -> None:
-        if not isinstance(event, dict) or "type" not in event:
-            raise WatchProtocolError(f"not a watch event: {short(str(event))!r}")
+    def handle(self, event: dict[str, Any]) -> None:
         obj = event.get("raw_object")
         metadata = obj.get("metadata") if isinstance(obj, dict) else None
         if not isinstance(metadata, dict):

@@ -14,7 +14,8 @@ from kubernetes_asyncio import client
 
 from injector.core.manual import POD_KINDS
 from injector.core.workloads import Snapshot, workloads
-from injector.kube.cluster import Cluster, decode_page
+from injector.kube.cluster import Cluster
+from injector.kube.pages import decode_page
 from tests.support.helpers import KUBE_API, deployment_workload, recorded_items
 
 PATHS = {
@@ -63,7 +64,7 @@ def test_status_finds_the_same_workloads_in_decoded_pages_as_in_whole_answers(
     whole = Snapshot(**{name: recorded_items(name) for name in RESOURCES})
     decoded = Snapshot(
         **{
-            name: decode_page((KUBE_API / f"{name}-list.json").read_bytes())[0]
+            name: decode_page((KUBE_API / f"{name}-list.json").read_bytes()).items
             for name in RESOURCES
         }
     )
@@ -79,5 +80,5 @@ def test_a_page_gives_its_continue_token_and_the_last_none() -> None:
     last = json.dumps(answer).encode()
     answer["metadata"]["continue"] = "next-page"
 
-    assert decode_page(json.dumps(answer).encode())[1] == "next-page"
-    assert decode_page(last)[1] == ""
+    assert decode_page(json.dumps(answer).encode()).next == "next-page"
+    assert decode_page(last).next == ""

@@ -27,6 +27,7 @@ from injector.kube.rollout import (
     RENEW_DEADLINE_S,
     BoundedLeaseLock,
     LeaseDeadlinePassed,
+    PodMetadata,
     remember,
 )
 from tests.support.helpers import recorded_items
@@ -120,3 +121,67 @@ async def test_a_leader_gives_up_a_lease_call_by_its_renew_deadline_then_stops_l
     now[0] += 1  # past it
     with pytest.raises(LeaseDeadlinePassed):
         await lock.get(LEASE_NAME, "mesher-system")
+
+
+def pod_metadata(name: str, **extra: Any) -> dict[str, Any]:
+    annotations = {ann.INJECT: "yes", ann.STATUS: ann.STATUS_INJECTED}
+    return {"name": name, "namespace": "shop", "annotations": annotations, **extra}
+
+
+async def test_pods_are_listed_page_by_page_then_watched_as_metadata() -> None:
+    """Against a server that answers as the API server does: two pages (a continue token),
+    then a watch with an added pod, one that starts terminating, one deleted, a bookmark."""
+    seen: list[tuple[str, str]] = []
+
+    async def pods(request: web.Request) -> web.StreamResponse:
+        seen.append((request.query.get("watch", "list"), request.headers["Accept"]))
+        if request.query.get("watch") != "true":
+            first = "continue" not in request.query
+            names = ["a", "b"] if first else ["c"]
+            listing = {
+                "kind": "PartialObjectMetadataList",
+                "metadata": {"continue": "page-2"} if first else {"resourceVersion": "100"},
+                "items": [{"metadata": pod_metadata(n)} for n in names],
+            }
+            return web.json_response(listing)
+        assert request.query["resourceVersion"] == "100"
+        events = [
+            {"type": "ADDED", "object": {"metadata": pod_metadata("d", resourceVersion="101")}},
+            {
+                "type": "MODIFIED",
+                "object": {
+                    "metadata": pod_metadata(
+                        "a", resourceVersion="102", deletionTimestamp="2026-12-05T07:00:00Z"
+                    )
+                },
+            },
+            {"type": "DELETED", "object": {"metadata": pod_metadata("b", resourceVersion="103")}},
+            {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "105"}}},
+        ]
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for event in events:
+            await response.write(json.dumps(event).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/v1/pods", pods)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    api = client.ApiClient(client.Configuration(host=str(server.make_url("")).rstrip("/")))
+    try:
+        watch = PodMetadata(api, on_restart=lambda restart, delay: None)
+        await watch.list_once()
+        assert (sorted(watch.pods), watch.synced) == (["shop/a", "shop/b", "shop/c"], True)
+        await watch.watch_once()
+    finally:
+        await api.close()
+        await server.close()
+    assert sorted(watch.pods) == ["shop/c", "shop/d"]
+    assert watch.resource_version == "105"
+    assert seen == [
+        ("list", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+        ("list", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+        ("true", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"),
+    ]

@@ -11,7 +11,6 @@ been renewed for LEASE_SECONDS; a leader that stops cleanly hands it over at onc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -51,16 +50,18 @@ class LeaseDeadlinePassed(Exception):
 class BoundedLeaseLock(LeaseLock):
     """kubernetes_asyncio's LeaseLock, bounded and forgiving. The client has no timeout of
     its own, and the library tries a renewal (a read, then an update) whole before it looks
-    at its deadline: here each call gets at most LEASE_CALL_S, and once this replica holds
-    the Lease, no more than is left until RENEW_DEADLINE_S after its last renewal; past
-    that, LeaseDeadlinePassed ends the round, well before the Lease (LEASE_SECONDS) can go
-    to another replica. A timeout or a broken connection is a failed attempt, retried by
-    the library, as an API error is: one blip does not cost the leadership."""
+    at its deadline, and sleeps RETRY_S after a failed try: here, once this replica holds
+    the Lease, each call ends by RENEW_DEADLINE_S after the start of its last successful
+    renewal (the server may have stored it any time after), and a failed try whose next
+    one would come past that raises LeaseDeadlinePassed, which ends the round. So a leader
+    stops by its renewal + RENEW_DEADLINE_S, 5 s before the Lease (LEASE_SECONDS) can go to
+    another replica. A timeout, a broken connection or an API error is a failed try,
+    retried by the library: one blip does not cost the leadership."""
 
     def __init__(self, *args: Any, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(*args)
         self.clock = clock
-        self.renewed_at: float | None = None  # the last create or update that succeeded
+        self.renewed_at: float | None = None  # when the last successful renewal started
 
     def _budget(self) -> float:
         if self.renewed_at is None:
@@ -70,14 +71,26 @@ class BoundedLeaseLock(LeaseLock):
             raise LeaseDeadlinePassed(f"no renewal for {RENEW_DEADLINE_S} s")
         return min(LEASE_CALL_S, left)
 
+    def _failed(self) -> None:
+        """After a failed try: a leader whose next try (RETRY_S on) would come past its
+        deadline stops now."""
+        late = self.renewed_at is not None and (
+            self.clock() + RETRY_S >= self.renewed_at + RENEW_DEADLINE_S
+        )
+        if late:
+            raise LeaseDeadlinePassed(f"no renewal within {RENEW_DEADLINE_S} s")
+
     async def get(self, name: str, namespace: str) -> Any:
         try:
             async with asyncio.timeout(self._budget()):
-                return await super().get(name, namespace)
+                found, record = await super().get(name, namespace)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            unavailable = ApiException(status=503, reason=f"{type(exc).__name__}: {exc}")
-            unavailable.body = json.dumps({"code": 503}).encode()  # what the library reads
-            return False, unavailable
+            found, record = False, ApiException(status=503, reason=f"{type(exc).__name__}: {exc}")
+        if not found:
+            self._failed()
+            if isinstance(record, ApiException):  # the library reads the body's "code"
+                record.body = json.dumps({"code": record.status}).encode()
+        return found, record
 
     async def create(self, name: str, namespace: str, election_record: Any) -> bool:
         return await self._renew(super().create(name, namespace, election_record))
@@ -86,15 +99,18 @@ class BoundedLeaseLock(LeaseLock):
         return await self._renew(super().update(name, namespace, updated_record))
 
     async def _renew(self, call: Coroutine[Any, Any, bool]) -> bool:
+        started = self.clock()
         try:
             async with asyncio.timeout(self._budget()):
                 done = await call
         except (TimeoutError, aiohttp.ClientError, OSError):
-            return False
+            done = False
         finally:
             call.close()  # never awaited when the budget was already spent
         if done:
-            self.renewed_at = self.clock()
+            self.renewed_at = started
+        else:
+            self._failed()
         return done
 
 
@@ -265,16 +281,20 @@ class RolloutWatch:
             while True:
                 live = self.live()
                 exporting = self.pods.synced and bool(live)
-                if exporting and counted != (self.pods.changes, live):  # else the clock moved
-                    counted = (self.pods.changes, live)
-                    last = tally(self.pods.pods.values(), live)
-                self.metrics.observe_rollout(last if exporting else None, self.clock())
+                try:
+                    if exporting and counted != (self.pods.changes, live):  # else the clock
+                        counted = (self.pods.changes, live)  # alone moved
+                        last = tally(self.pods.pods.values(), live)
+                    self.metrics.observe_rollout(last if exporting else None, self.clock())
+                except Exception:  # a bug: say so (no leader, in the gauge), go on
+                    self.log.exception("rollout_count_failed")
+                    counted, exporting = None, False
+                    self.metrics.observe_rollout(None)
                 self.metrics.rollout_leader.set(1 if exporting else 0)
                 await asyncio.sleep(self.refresh)
         finally:
             pods.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pods
+            await asyncio.wait({pods})
             self.pods.forget()
             self.metrics.observe_rollout(None)
             self.metrics.rollout_leader.set(0)
@@ -284,12 +304,16 @@ class RolloutWatch:
 
     async def _stop_leading(self) -> None:
         """The library cancels the leading task when the Lease is lost, not when the
-        election itself fails: stop it here in both cases."""
+        election itself fails: stop it here in both cases (waited for without swallowing
+        a cancellation of `run` itself: a shutdown must not be lost)."""
         task, self._leading = self._leading, None
-        if task is not None and not task.done():
+        if task is None:
+            return
+        if not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("rollout_leading_failed", error=short(repr(task.exception())))
 
     async def close(self) -> None:
         """Hand the Lease over if this replica holds it (so another takes it within a

@@ -18,19 +18,24 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
+from kubernetes_asyncio.leaderelection.leaderelectionrecord import LeaderElectionRecord
 
 from injector.core import annotations as ann
 from injector.core.rollout import TrackedPod
 from injector.kube.rollout import (
     LEASE_CALL_S,
     LEASE_NAME,
+    LEASE_SECONDS,
     RENEW_DEADLINE_S,
     BoundedLeaseLock,
     LeaseDeadlinePassed,
     PodMetadata,
+    RolloutWatch,
     remember,
 )
+from injector.obs.metrics import Metrics
 from tests.support.helpers import recorded_items
+from tests.support.processes import free_port
 
 BUDGET_BYTES = 300
 PODS = 20_000
@@ -102,20 +107,34 @@ async def silent_api() -> AsyncIterator[client.ApiClient]:
 async def test_a_leader_gives_up_a_lease_call_by_its_renew_deadline_then_stops_leading(
     silent_api: client.ApiClient,
 ) -> None:
-    """The library tries a renewal whole before it looks at its deadline: each call must
-    end by the deadline, and a leader past it must stop, before its Lease (15 s) can go
-    to another replica."""
+    """The library tries a renewal whole before it looks at its deadline, then sleeps
+    RETRY_S: a leader's call must end by the deadline, and a leader whose next try would
+    come too late must stop, before its Lease (15 s) can go to another replica."""
     now = [1000.0]
     lock = BoundedLeaseLock(LEASE_NAME, "mesher-system", "me", silent_api, clock=lambda: now[0])
     lock.renewed_at = now[0] - RENEW_DEADLINE_S + 0.3  # a leader with 0.3 s left
     started = time.monotonic()
-    found, error = await lock.get(LEASE_NAME, "mesher-system")
-    assert (found, getattr(error, "status", None)) == (False, 503)  # a failed try, not a crash
-    assert time.monotonic() - started < LEASE_CALL_S - 1  # the deadline, not a whole call
-
-    now[0] += 1  # past it
     with pytest.raises(LeaseDeadlinePassed):
         await lock.get(LEASE_NAME, "mesher-system")
+    assert time.monotonic() - started < LEASE_CALL_S - 1  # the deadline, not a whole call
+
+    now[0] += 1  # past it: no call at all
+    with pytest.raises(LeaseDeadlinePassed):
+        await lock.update(LEASE_NAME, "mesher-system", None)
+
+
+async def test_a_refused_connection_is_a_failed_try_not_a_lost_round() -> None:
+    closed = client.Configuration(host=f"http://127.0.0.1:{free_port()}")
+    async with client.ApiClient(closed) as api:
+        lock = BoundedLeaseLock(LEASE_NAME, "mesher-system", "me", api)
+        found, error = await lock.get(LEASE_NAME, "mesher-system")
+        assert (found, getattr(error, "status", None)) == (False, 503)
+        assert json.loads(error.body) == {"code": 503}  # what the library reads
+        lock.renewed_at = lock.clock()  # a leader, just renewed: it tries again
+        lock.lease_reference = client.V1Lease(spec=client.V1LeaseSpec())  # as get leaves it
+        when = "2026-12-05 07:00:00.000001"
+        record = LeaderElectionRecord("me", str(LEASE_SECONDS), when, when)
+        assert await lock.update(LEASE_NAME, "mesher-system", record) is False
 
 
 def pod_metadata(name: str, **extra: Any) -> dict[str, Any]:
@@ -180,3 +199,27 @@ async def test_pods_are_listed_page_by_page_then_watched_as_metadata() -> None:
         ("list", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
         ("true", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"),
     ]
+
+
+async def test_a_shutdown_that_comes_while_leading_winds_down_is_not_lost() -> None:
+    """Leadership ends (the leading task is cancelled and cleans up); a shutdown cancelling
+    the watch meanwhile must still stop it, or the server waits for it forever."""
+    closed = client.Configuration(host=f"http://127.0.0.1:{free_port()}")
+    async with client.ApiClient(closed) as api:
+        watch = RolloutWatch(
+            api, namespace="mesher-system", live=dict, metrics=Metrics(), on_restart=print
+        )
+
+        async def leading() -> None:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                await asyncio.sleep(0.2)  # its clean-up, still running at the shutdown
+
+        watch._leading = asyncio.create_task(leading())
+        await asyncio.sleep(0)
+        stopping = asyncio.create_task(watch._stop_leading())
+        await asyncio.sleep(0.05)
+        stopping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopping

@@ -9,14 +9,13 @@ from dataclasses import replace
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
-from kubernetes_asyncio import client
 
 from injector.core.manual import POD_KINDS
 from injector.core.workloads import Snapshot, workloads
 from injector.kube.cluster import Cluster
 from injector.kube.pages import decode_page
 from tests.support.helpers import KUBE_API, deployment_workload, recorded_items
+from tests.support.kube_api import api_client_of
 
 PATHS = {
     "Deployment": "/apis/apps/v1/namespaces/shop/deployments/web",
@@ -35,18 +34,12 @@ async def test_read_gets_the_object_of_every_kind_whose_pods_diff_previews() -> 
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", answer)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    api = client.ApiClient(client.Configuration(host=str(server.make_url("")).rstrip("/")))
-    try:
+    async with api_client_of(app) as api:
         cluster = Cluster(api)
         read = {
             kind: await cluster.read(replace(deployment_workload("web"), kind=kind))
             for kind in sorted(POD_KINDS)
         }
-    finally:
-        await api.close()
-        await server.close()
 
     assert read == {kind: {"path": path} for kind, path in PATHS.items()}
 

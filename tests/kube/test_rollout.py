@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from kubernetes_asyncio import client
 from kubernetes_asyncio.leaderelection.leaderelectionrecord import LeaderElectionRecord
 
@@ -35,6 +34,7 @@ from injector.kube.rollout import (
 )
 from injector.obs.metrics import Metrics
 from tests.support.helpers import recorded_items
+from tests.support.kube_api import api_client_of
 from tests.support.processes import free_port
 
 BUDGET_BYTES = 300
@@ -93,15 +93,11 @@ async def silent_api() -> AsyncIterator[client.ApiClient]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", never)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    api = client.ApiClient(client.Configuration(host=str(server.make_url("")).rstrip("/")))
-    try:
-        yield api
-    finally:
-        answered.set()
-        await api.close()
-        await server.close()
+    async with api_client_of(app) as api:
+        try:
+            yield api
+        finally:
+            answered.set()
 
 
 async def test_a_leader_gives_up_a_lease_call_by_its_renew_deadline_then_stops_leading(
@@ -181,17 +177,11 @@ async def test_pods_are_listed_page_by_page_then_watched_as_metadata() -> None:
 
     app = web.Application()
     app.router.add_get("/api/v1/pods", pods)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    api = client.ApiClient(client.Configuration(host=str(server.make_url("")).rstrip("/")))
-    try:
+    async with api_client_of(app) as api:
         watch = PodMetadata(api, on_restart=lambda restart, delay: None)
         await watch.list_once()
         assert (sorted(watch.pods), watch.synced) == (["shop/a", "shop/b", "shop/c"], True)
         await watch.watch_once()
-    finally:
-        await api.close()
-        await server.close()
     assert sorted(watch.pods) == ["shop/c", "shop/d"]
     assert watch.resource_version == "105"
     assert seen == [

@@ -16,12 +16,16 @@ cue (a compacted resourceVersion at watch time, a stalled stream, a 403 on one c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
+from kubernetes_asyncio import client
 
 from tests.support.helpers import KUBE_API
 
@@ -159,3 +163,16 @@ class KubeApi:
                 await self._changed.wait_for(functools.partial(self._news, sent, generation))
         await response.write_eof()
         return response
+
+
+@contextlib.asynccontextmanager
+async def api_client_of(app: web.Application) -> AsyncIterator[client.ApiClient]:
+    """A kubernetes_asyncio client of `app`, served on loopback for the block."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    api = client.ApiClient(client.Configuration(host=str(server.make_url("")).rstrip("/")))
+    try:
+        yield api
+    finally:
+        await api.close()
+        await server.close()

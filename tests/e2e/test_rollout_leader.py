@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from injector.kube.rollout import LEASE_NAME, LEASE_SECONDS
+from injector.kube.lease import LEASE_NAME, LEASE_SECONDS
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.injector import LocalInjector, kubectl_ok, running_injector
 from tests.e2e.manifests import TEMPLATE_CONFIGMAP, template_configmap

@@ -21,17 +21,15 @@ from kubernetes_asyncio.leaderelection.leaderelectionrecord import LeaderElectio
 
 from injector.core import annotations as ann
 from injector.core.rollout import TrackedPod
-from injector.kube.rollout import (
+from injector.kube.lease import (
     LEASE_CALL_S,
     LEASE_NAME,
     LEASE_SECONDS,
     RENEW_DEADLINE_S,
     BoundedLeaseLock,
     LeaseDeadlinePassed,
-    PodMetadata,
-    RolloutWatch,
-    remember,
 )
+from injector.kube.rollout import PodMetadata, RolloutWatch, remember
 from injector.obs.metrics import Metrics
 from tests.support.helpers import recorded_items
 from tests.support.kube_api import api_client_of

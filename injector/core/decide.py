@@ -32,7 +32,7 @@ from injector.core.pods import (
     service_version,
 )
 from injector.core.reviews import BadReview
-from injector.core.sidecar import RenderContext, Sidecar
+from injector.core.sidecar import RenderContext, Sidecar, resources_problem
 from injector.core.template import Template
 
 NO_NAMED_TEMPLATES: Mapping[str, Template] = MappingProxyType({})
@@ -316,29 +316,10 @@ def _sidecar(
     sidecar = template.render(ctx)
     if resources or native.native != sidecar.native:
         sidecar = sidecar.for_pod(native=native.native, resources=resources)
-    problem = _resources_problem(sidecar) if resources else ""
+    problem = resources_problem(sidecar) if resources else ""
     if problem:
         return _deny("invalid-resources", problem, warnings)
     return sidecar
-
-
-def _resources_problem(sidecar: Sidecar) -> str:
-    """A request above its limit, once the pod's annotations are merged with the
-    template's values: the API server would refuse the pod."""
-    resources = (sidecar.containers[0].get("resources") or {}) if sidecar.containers else {}
-    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
-    for name in sorted(set(requests) & set(limits)):
-        try:
-            request, limit = ann.quantity(str(requests[name])), ann.quantity(str(limits[name]))
-        except ValueError:
-            continue  # a template value the schema let through; the API server judges it
-        if request > limit:
-            return (
-                f"the mesher container's {name} request {requests[name]} would be above its "
-                f"limit {limits[name]} (annotations {', '.join(ann.RESOURCES)} override the "
-                "template's values)"
-            )
-    return ""
 
 
 def _patch(

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from injector.core import annotations as ann
 from injector.core.json_patch import add_op, json_array
 from injector.core.limits import RENDER_CACHE_BYTES
 
@@ -203,3 +204,22 @@ def files_of(container: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, st
     if kept:
         declared["env"] = kept
     return declared, files
+
+
+def resources_problem(sidecar: Sidecar) -> str:
+    """A request above its limit, once the pod's annotations are merged with the
+    template's values: the API server would refuse the pod."""
+    resources = (sidecar.containers[0].get("resources") or {}) if sidecar.containers else {}
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    for name in sorted(set(requests) & set(limits)):
+        try:
+            request, limit = ann.quantity(str(requests[name])), ann.quantity(str(limits[name]))
+        except ValueError:
+            continue  # a template value the schema let through; the API server judges it
+        if request > limit:
+            return (
+                f"the mesher container's {name} request {requests[name]} would be above its "
+                f"limit {limits[name]} (annotations {', '.join(ann.RESOURCES)} override the "
+                "template's values)"
+            )
+    return ""

@@ -49,10 +49,10 @@ from injector.core.template import Template, load_template
 from tests.e2e import node
 from tests.e2e.commands import Live
 from tests.e2e.controlplane import ControlPlane, find_binaries, running_control_plane
-from tests.e2e.injector import running_injector
+from tests.e2e.injector import running_injector, samples
 from tests.e2e.kube import Json, Kube
 from tests.e2e.manifests import INJECTION_LABEL, template_configmap
-from tests.e2e.rollout import leads, samples
+from tests.e2e.rollout import leads
 from tests.support.helpers import DEFAULT_TEMPLATE, ROOT, bump
 from tests.support.processes import status_mib
 

@@ -3,6 +3,7 @@ webhook configurations that deploy/ installs (their clientConfig pointed at the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import copy
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -113,16 +115,24 @@ async def admin_get(injector: LocalInjector, path: str) -> str:
         return await answer.text()
 
 
+def samples(admin: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of the metric `name` (labels, value) on the admin port at `admin`, as
+    Prometheus would scrape it; URLError (an OSError) when the injector does not answer."""
+    with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
 async def decisions_made(injector: LocalInjector) -> Counter[tuple[str, str]]:
     """How many admission requests the injector has decided, by decision and reason."""
-    families = text_string_to_metric_families(await admin_get(injector, "/metrics"))
+    decided = await asyncio.to_thread(samples, injector.admin, "mesher_injector_decisions_total")
     return Counter(
-        {
-            (sample.labels["decision"], sample.labels["reason"]): int(sample.value)
-            for family in families
-            for sample in family.samples
-            if sample.name == "mesher_injector_decisions_total" and sample.value
-        }
+        {(labels["decision"], labels["reason"]): int(value) for labels, value in decided if value}
     )
 
 

@@ -5,36 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from injector.core.names import DEFAULT_TEMPLATE_NAME
+from tests.e2e.injector import samples
 
 T = TypeVar("T")
 GAUGE_LIMIT = 30.0  # a refresh every 2 s, a watch event within a second: ample
 
 
-def samples(admin: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """Every sample of `name` (labels, value); [] when the injector does not answer."""
-    try:
-        with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as answer:
-            text = answer.read().decode()
-    except (urllib.error.URLError, OSError):
-        return []
-    return [
-        (sample.labels, sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    ]
-
-
 def leads(admin: str) -> bool:
-    return any(value == 1 for _, value in samples(admin, "mesher_injector_rollout_leader"))
+    """The injector at `admin` leads the rollout watch (False when it does not answer)."""
+    try:
+        leader = samples(admin, "mesher_injector_rollout_leader")
+    except OSError:
+        return False
+    return any(value == 1 for _, value in leader)
 
 
 def pods_by_state(

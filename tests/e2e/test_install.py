@@ -22,6 +22,7 @@ from tests.e2e.injector import (
     DENIED_TEMPLATE,
     UNKNOWN_VARIABLE,
     kubectl_ok,
+    samples,
     wait_until_a_broken_template_is_refused,
     wait_until_the_api_server_calls,
 )
@@ -48,7 +49,7 @@ from tests.e2e.manifests import (
     container_names,
     template_configmap,
 )
-from tests.e2e.rollout import eventually, leads, pods_by_state, samples
+from tests.e2e.rollout import eventually, leads, pods_by_state
 from tests.support.helpers import DEFAULT_TEMPLATE, bump
 
 pytestmark = pytest.mark.e2e

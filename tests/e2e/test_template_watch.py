@@ -15,11 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from injector.core.template import load_template
 from tests.e2e.controlplane import ControlPlane, find_binaries, running_control_plane
-from tests.e2e.injector import UNKNOWN_VARIABLE, LocalInjector, kubectl_ok, running_injector
+from tests.e2e.injector import (
+    UNKNOWN_VARIABLE,
+    LocalInjector,
+    kubectl_ok,
+    running_injector,
+    samples,
+)
 from tests.e2e.manifests import TEMPLATE_CONFIGMAP, template_configmap
 from tests.support.helpers import DEFAULT_TEMPLATE, bump
 
@@ -58,12 +63,8 @@ def template_state(injector: LocalInjector) -> dict[str, Any]:
 
 def watch_restarts(injector: LocalInjector) -> dict[str, float]:
     """mesher_injector_watch_restarts_total by reason."""
-    return {
-        sample.labels["reason"]: sample.value
-        for family in text_string_to_metric_families(admin_get(injector, "/metrics"))
-        for sample in family.samples
-        if sample.name == "mesher_injector_watch_restarts_total"
-    }
+    restarts = samples(injector.admin, "mesher_injector_watch_restarts_total")
+    return {labels["reason"]: value for labels, value in restarts}
 
 
 def wait_for_template(injector: LocalInjector, accept: Any) -> dict[str, Any]:
